@@ -321,27 +321,35 @@ def _read_rows(path: Path, skip_invalid: bool, summary: LoadSummary, source: str
     if path.name.endswith(".parquet"):
         yield from _read_parquet(path)
         return
-    text = _read_text(path)
-    stripped = text.lstrip()
-    if not stripped:
+    raw = _read_bytes(path)
+    if not raw.strip():
         raise IterITError(f"{path}: the file is empty; give a file with at least one record")
-    if stripped[0] == "[" and not path.name.endswith((".jsonl", ".jsonl.gz")):
-        yield from _read_json_array(path, text)
+    head = raw.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    is_lines = path.name.endswith((".jsonl", ".jsonl.gz"))
+    if head == b"[" and not is_lines:
+        yield from _read_json_array(path, _decode(path, raw), skip_invalid, summary, source)
         return
-    if stripped[0] == "{" and not path.name.endswith((".jsonl", ".jsonl.gz")):
+    if head == b"{" and not is_lines:
         try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:
+            whole = json.loads(_decode(path, raw))
+        except (json.JSONDecodeError, IterITError):
             whole = None  # more than one object: JSON Lines in a .json file
         if isinstance(whole, dict):
             raise IterITError(f"{path}: holds a single JSON object, not a list of records; wrap it in [ ] or use JSON Lines")
-    yield from _read_json_lines(path, text, skip_invalid, summary, source)
+    yield from _read_json_lines(path, raw, skip_invalid, summary, source)
 
 
-def _read_text(path: Path) -> str:
-    raw = gzip.open(path).read() if path.name.endswith(".gz") else path.read_bytes()
+def _read_bytes(path: Path) -> bytes:
+    try:
+        raw = gzip.open(path).read() if path.name.endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise IterITError(f"{path}: cannot be read ({err}); check the file") from None
     if b"\x00" in raw[:65536]:
         raise IterITError(f"{path}: binary content (NUL bytes), not a JSON/JSON Lines text file; check --data")
+    return raw
+
+
+def _decode(path: Path, raw: bytes) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -350,21 +358,25 @@ def _read_text(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _read_json_lines(path: Path, text: str, skip_invalid: bool, summary: LoadSummary, source: str) -> Iterator[tuple[int, Any]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+def _read_json_lines(path: Path, raw: bytes, skip_invalid: bool, summary: LoadSummary, source: str) -> Iterator[tuple[int, Any]]:
+    for number, line in enumerate(raw.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as err:
-            detail = f"not valid JSON ({err.msg} at column {err.colno})"
+            yield number, json.loads(line.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            detail = (
+                f"invalid UTF-8 at byte {err.start}; re-encode the file as UTF-8"
+                if isinstance(err, UnicodeDecodeError)
+                else f"not valid JSON ({err.msg} at column {err.colno})"
+            )
             if not skip_invalid:
                 raise IterITError(f"{path}:{number}: {detail}; fix the line or pass --skip-invalid") from None
-            _note_invalid(summary, "not valid JSON", f"{path}:{number}: {detail}")
+            _note_invalid(summary, "not valid JSON" if isinstance(err, json.JSONDecodeError) else "invalid UTF-8", f"{path}:{number}: {detail}")
             summary.invalid_reasons[f"_unparsed:{source}"] += 1
 
 
-def _read_json_array(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+def _read_json_array(path: Path, text: str, skip_invalid: bool, summary: LoadSummary, source: str) -> Iterator[tuple[int, Any]]:
     """Decode a JSON array element by element, so each record knows the line it starts on."""
     decoder = json.JSONDecoder()
     newlines = [m.start() for m in re.finditer("\n", text)]
@@ -373,8 +385,8 @@ def _read_json_array(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     while True:
         position = _skip_space(text, position)
         if position >= len(text):
-            line = len(newlines) + 1
-            raise IterITError(f"{path}:{line}: the JSON array is not closed (file cut short?); repair or re-export the file")
+            _array_cut_short(path, len(newlines) + 1, "the JSON array is not closed", skip_invalid, summary, source)
+            return
         char = text[position]
         if char == "]":
             if _skip_space(text, position + 1) < len(text):
@@ -390,9 +402,18 @@ def _read_json_array(path: Path, text: str) -> Iterator[tuple[int, Any]]:
         try:
             value, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as err:
-            raise IterITError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno}); repair the file") from None
+            _array_cut_short(path, err.lineno, f"not valid JSON ({err.msg} at column {err.colno})", skip_invalid, summary, source)
+            return
         yield bisect.bisect_left(newlines, position) + 1, value
         position, expect_value = end, False
+
+
+def _array_cut_short(path: Path, line: int, detail: str, skip_invalid: bool, summary: LoadSummary, source: str) -> None:
+    """A JSON array that breaks off: stop, or with skip_invalid keep the records before the break."""
+    if not skip_invalid:
+        raise IterITError(f"{path}:{line}: {detail} (file cut short?); repair or re-export the file, or pass --skip-invalid")
+    _note_invalid(summary, "not valid JSON", f"{path}:{line}: {detail}; the rest of the file was not read")
+    summary.invalid_reasons[f"_unparsed:{source}"] += 1
 
 
 def _skip_space(text: str, position: int) -> int:
@@ -463,6 +484,9 @@ def _normalise(
 ) -> list[Sample]:
     if not isinstance(row, dict):
         raise _RowError("not an object", f"expected a JSON object, got {type(row).__name__}")
+    guessed = _guess_format(row, mapping)
+    if guessed is not None and guessed != fmt:
+        raise _RowError("mixed formats", f"a {guessed} record in a file of {fmt} records; keep one format per file")
     if fmt == "alpaca" and "instances" in row and not _field(row, "output", mapping):
         return _self_instruct_samples(row, mapping, source, origin, system_prompt)
     messages = {"alpaca": _alpaca_messages, "sharegpt": _sharegpt_messages, "messages": _chat_messages, "hh": _hh_messages}[
