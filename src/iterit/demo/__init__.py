@@ -1,0 +1,1 @@
+"""Offline demo material: the tiny model builder (and, later, the known-answer task generator)."""
