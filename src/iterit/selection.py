@@ -1,0 +1,497 @@
+"""Strategies over a score table (iterit, ifd, random, longest, full; per-source quotas).
+
+Who is a candidate:
+
+* ``iterit`` and ``ifd`` need an IFD: a candidate has a finite IFD below ``threshold`` (default 1.0: an
+  instruction that does not help predict its response is not a useful instruction-following example).
+* ``random``, ``longest`` and ``full`` do not use IFD, so every sample is a candidate, except, when scores
+  are given, those the scorer could not score (their ``reason`` says why, e.g. the prompt fills
+  ``max_length``): they could not be trained on with the same settings either. The IFD threshold does not
+  apply, so these baselines see the data as a user would without IterIT.
+* ``candidates`` (an index array) restricts any strategy to a pool, as the training loop does with the
+  pool it re-scored.
+
+Budgets: ``0 < x < 1`` is a share of all samples, ``x >= 1`` a count. A budget above the number of
+candidates selects them all (``summary["budget_exceeds_candidates"]``).
+
+Per-source quotas (``source_budget={"code_alpaca": 0.2, "gsm8k": 100}``): each listed source gets exactly
+its quota (a share of the budget, rounded down, or a count), or all its candidates where it has fewer;
+the unlisted sources together share the rest of the budget. The strategy's rule runs once over the whole
+pool with these caps: for ``iterit`` a pick from one source still decays its n-grams in every other source.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iterit.data import Sample
+from iterit.errors import IterITError
+from iterit.scoring import ScoreTable
+
+logger = logging.getLogger(__name__)
+
+STRATEGY_NAMES = ("iterit", "ifd", "random", "longest", "full")
+NEEDS_IFD = ("iterit", "ifd")
+OTHER_SOURCES = "(other sources)"
+
+
+@dataclass
+class Selection:
+    """The picks of one strategy, in pick order.
+
+    Attributes:
+        indices: positions in the input sample list, rank 0 first; never repeated.
+        ifd: each pick's IFD (NaN where the strategy did not use one).
+        diversity: each pick's diversity at the time it was picked (NaN where not used).
+        score: the value the strategy ranked by at that time (ifd x diversity for iterit).
+        params: the strategy and its parameters, written beside the subset.
+        summary: counts for the printed summary (candidates, excluded and why, per source before/after).
+    """
+
+    indices: np.ndarray
+    ifd: np.ndarray
+    diversity: np.ndarray
+    score: np.ndarray
+    params: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+
+
+def resolve_budget(budget: float | int, n: int, flag: str = "--budget") -> int:
+    """A budget as a count: ``0 < x < 1`` is a share of ``n`` (rounded, at least 1), ``x >= 1`` a count."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)):
+        raise IterITError(f"{flag}: {budget!r} is not a number; give a share (0.05) or a count (2600)")
+    if not math.isfinite(budget) or budget <= 0:
+        raise IterITError(f"{flag}: {budget} must be above 0; give a share (0.05) or a count (2600)")
+    if budget < 1:
+        return max(1, int(math.floor(budget * n + 0.5)))
+    if budget != int(budget):
+        raise IterITError(f"{flag}: {budget} is neither a share below 1 nor a whole count; e.g. 0.05 or 2600")
+    return int(budget)
+
+
+def parse_budget(text: str | float | int) -> float | int:
+    """``"0.05"`` -> 0.05, ``"2600"`` -> 2600, as typed after ``--budget``."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return int(text) if text.strip().isdigit() else float(text)
+    except ValueError:
+        raise IterITError(f"--budget: {text!r} is not a number; give a share (0.05) or a count (2600)") from None
+
+
+def parse_source_budget(spec: str | dict[str, float] | None) -> dict[str, float]:
+    """``"code_alpaca=0.2,gsm8k=100"`` (as typed after ``--source-budget``) or a dict -> ``{source: value}``."""
+    if spec is None or isinstance(spec, dict):
+        return dict(spec or {})
+    quotas: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, value = part.rpartition("=")
+        if not sep or not name:
+            raise IterITError(f"--source-budget: {part!r} is not SOURCE=VALUE; e.g. code_alpaca=0.2,gsm8k=100")
+        quotas[name.strip()] = parse_budget(value)
+    return quotas
+
+
+# ---------------------------------------------------------------- matching scores to samples
+
+
+def align_scores(samples: Sequence[Sample], scores: ScoreTable) -> ScoreTable:
+    """The score table reordered to the samples' order, matched by id; a mismatch is an IterITError."""
+    ids = [s.id for s in samples]
+    if list(scores.ids) == ids:
+        return scores
+    position = {sample_id: row for row, sample_id in enumerate(scores.ids)}
+    missing = [i for i in ids if i not in position]
+    known = set(ids)
+    unknown = [i for i in scores.ids if i not in known]
+    if missing or unknown or len(position) != len(scores.ids):
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} sample id(s) have no score (e.g. {', '.join(missing[:3])})")
+        if unknown:
+            problems.append(f"{len(unknown)} scored id(s) are not in the data (e.g. {', '.join(unknown[:3])})")
+        if not problems:
+            problems.append("the scores repeat ids")
+        raise IterITError(
+            f"--scores: the scores do not match --data: {'; '.join(problems)}; "
+            "run `iterit score` on the same --data (and the same --format/--columns/--dedup)"
+        )
+    return _take_rows(scores, np.array([position[i] for i in ids], dtype=np.int64))
+
+
+def _take_rows(table: ScoreTable, rows: np.ndarray) -> ScoreTable:
+    return ScoreTable(
+        ids=[table.ids[r] for r in rows],
+        sources=[table.sources[r] for r in rows],
+        ifd=table.ifd[rows],
+        loss_cond=table.loss_cond[rows],
+        loss_prior=table.loss_prior[rows],
+        n_response_tokens=table.n_response_tokens[rows],
+        truncated=table.truncated[rows],
+        reasons=[table.reasons[r] for r in rows],
+        stats=table.stats,
+    )
+
+
+# ---------------------------------------------------------------- the candidate pool
+
+
+def find_candidates(
+    n: int, scores: ScoreTable | None, strategy: str, threshold: float, candidates: np.ndarray | None
+) -> tuple[np.ndarray, Counter]:
+    """The candidate positions (ascending) and, for the summary, how many were excluded and why."""
+    keep = np.zeros(n, dtype=bool)
+    excluded: Counter = Counter()
+    if candidates is None:
+        keep[:] = True
+    else:
+        keep[np.asarray(candidates, dtype=np.int64)] = True
+        excluded["not in the candidate pool"] = int(n - keep.sum())
+    if scores is not None:
+        no_score = keep & ~np.isfinite(scores.ifd)
+        for row in np.flatnonzero(no_score):
+            excluded[f"no score: {scores.reasons[row] or 'unknown'}"] += 1
+        keep &= ~no_score
+        if strategy in NEEDS_IFD:
+            too_high = keep & (scores.ifd >= threshold)
+            excluded[f"ifd >= {threshold:g}"] = int(too_high.sum())
+            keep &= ~too_high
+    return np.flatnonzero(keep), Counter({k: v for k, v in excluded.items() if v})
+
+
+def quota_groups(
+    sources: Sequence[str], quotas: dict[str, float], budget: int, known: set[str]
+) -> tuple[np.ndarray | None, list[int] | None, dict[str, int]]:
+    """Group label per pool row (one per listed source, then the rest) and each group's cap."""
+    if not quotas:
+        return None, None, {}
+    unknown = sorted(set(quotas) - known)
+    if unknown:
+        raise IterITError(f"--source-budget: no source named {unknown}; the sources are {sorted(known)}")
+    caps = {name: _quota_count(name, value, budget) for name, value in quotas.items()}
+    if sum(caps.values()) > budget:
+        raise IterITError(
+            f"--source-budget: the quotas add up to {sum(caps.values())} samples, more than the budget of {budget}; "
+            "lower them or raise --budget"
+        )
+    caps[OTHER_SOURCES] = budget - sum(caps.values())
+    label = {name: number for number, name in enumerate(caps)}
+    groups = np.array([label.get(source, label[OTHER_SOURCES]) for source in sources], dtype=np.intp)
+    return groups, list(caps.values()), caps
+
+
+def _quota_count(name: str, value: float, budget: int) -> int:
+    if isinstance(value, (int, float)) and value == 0:
+        return 0  # a quota of 0 leaves a source out
+    if isinstance(value, (int, float)) and 0 < value < 1:
+        return int(math.floor(value * budget))
+    return resolve_budget(value, budget, flag=f"--source-budget {name}")
+
+
+# ---------------------------------------------------------------- the strategies
+
+
+def take_in_order(order: np.ndarray, budget: int, groups: np.ndarray | None, caps: list[int] | None) -> np.ndarray:
+    """The first ``budget`` entries of a ranking, skipping those whose quota group is full."""
+    if groups is None:
+        return order[:budget]
+    room = np.array(caps, dtype=np.int64)
+    taken = []
+    for row in order:
+        if len(taken) == budget:
+            break
+        if room[groups[row]] > 0:
+            room[groups[row]] -= 1
+            taken.append(row)
+    return np.array(taken, dtype=np.int64)
+
+
+def _rank_by(values: np.ndarray) -> np.ndarray:
+    """Positions by value, highest first; ties keep input order."""
+    return np.lexsort((np.arange(len(values)), -values))
+
+
+def _pick(
+    strategy: str,
+    samples: Sequence[Sample],
+    pool: np.ndarray,
+    ifd: np.ndarray,
+    budget: int,
+    groups: np.ndarray | None,
+    caps: list[int] | None,
+    decay: float,
+    seed: int,
+    tfidf_options: dict | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Run one strategy on the pool: (pool rows picked, diversity, score, extra summary)."""
+    nan = np.full(budget, np.nan)
+    if strategy == "iterit":
+        from iterit.diversity import response_tfidf, select_greedy
+
+        matrix = response_tfidf([samples[i].response for i in pool], tfidf_options)
+        picks = select_greedy(matrix, ifd, budget, decay=decay, groups=groups, caps=caps)
+        return picks.indices, picks.diversity, picks.score, {"n_greedy": picks.n_greedy, "tfidf_columns": matrix.shape[1]}
+    if strategy == "ifd":
+        rows = take_in_order(_rank_by(ifd), budget, groups, caps)
+        return rows, nan[: len(rows)], ifd[rows], {}
+    if strategy == "longest":
+        chars = np.array([len(samples[i].response) for i in pool], dtype=np.float64)
+        rows = take_in_order(_rank_by(chars), budget, groups, caps)
+        return rows, nan[: len(rows)], chars[rows], {}
+    if strategy == "random":
+        rows = take_in_order(np.random.default_rng(seed).permutation(len(pool)), budget, groups, caps)
+        return rows, nan[: len(rows)], nan[: len(rows)], {}
+    rows = np.arange(len(pool))  # full: every candidate, in input order
+    return rows, np.full(len(rows), np.nan), np.full(len(rows), np.nan), {}
+
+
+def select_samples(
+    samples: Sequence[Sample],
+    scores: ScoreTable | None,
+    budget: float | int | None,
+    *,
+    strategy: str = "iterit",
+    threshold: float = 1.0,
+    decay: float = 0.1,
+    seed: int = 0,
+    candidates: np.ndarray | Sequence[int] | None = None,
+    source_budget: dict[str, float] | str | None = None,
+    tfidf_options: dict | None = None,
+) -> Selection:
+    """Choose a subset of ``samples`` by ``strategy`` (see the module docstring for the rules).
+
+    Args:
+        samples: all samples, in input order.
+        scores: their scores (matched by id; any order); ``None`` only for random, longest and full.
+        budget: a share of all samples (``0 < x < 1``) or a count; ignored by ``full``.
+        strategy: ``iterit`` (greedy IFD x diversity), ``ifd`` (highest IFD below the threshold),
+            ``random`` (seeded), ``longest`` (longest responses, in characters) or ``full``.
+        threshold: iterit and ifd candidates need an IFD below this.
+        decay: iterit's factor on a picked response's n-grams (0 removes them, 1 ignores them).
+        seed: random's seed; the same seed gives the same picks.
+        candidates: positions restricting the pool (the training loop passes its re-scored pool).
+        source_budget: per-source quotas, ``{source: share or count}`` or ``"a=0.2,b=100"``.
+        tfidf_options: :func:`iterit.diversity.response_tfidf` options (``TfidfVectorizer`` arguments).
+
+    Returns:
+        The picks, their IFD / diversity / score, the parameters and a summary (see :func:`format_summary`).
+    """
+    _check_strategy(strategy, scores is not None, decay)
+    if scores is not None:
+        scores = align_scores(samples, scores)
+    pool, excluded = find_candidates(len(samples), scores, strategy, threshold, candidates)
+    if pool.size == 0:
+        why = ", ".join(f"{reason}: {n}" for reason, n in excluded.most_common()) or "no samples"
+        raise IterITError(f"no candidates to select from ({why}); check --scores, --threshold and the data")
+    requested = len(pool) if strategy == "full" else resolve_budget(budget, len(samples))
+    quotas = parse_source_budget(source_budget)
+    if quotas and strategy == "full":
+        raise IterITError("--source-budget does not apply to --strategy full (it keeps every candidate)")
+    effective = min(requested, len(pool))
+    pool_sources = [samples[i].source for i in pool]
+    groups, caps, quota_counts = quota_groups(pool_sources, quotas, effective, {s.source for s in samples})
+    ifd = scores.ifd[pool] if scores is not None else np.full(len(pool), np.nan)
+    rows, diversity, score, extra = _pick(
+        strategy, samples, pool, ifd, effective, groups, caps, decay, seed, tfidf_options
+    )
+    indices = pool[rows]
+    params = _params(strategy, requested, threshold, decay, seed, quotas, tfidf_options)
+    summary = _summary(samples, pool, indices, excluded, requested, quota_counts, strategy)
+    summary.update(extra)
+    return Selection(indices.astype(np.int64), ifd[rows], diversity, score, params=params, summary=summary)
+
+
+def _check_strategy(strategy: str, has_scores: bool, decay: float) -> None:
+    if strategy not in STRATEGY_NAMES:
+        raise IterITError(f"--strategy: {strategy!r} is not one of {', '.join(STRATEGY_NAMES)}")
+    if strategy in NEEDS_IFD and not has_scores:
+        raise IterITError(f"--strategy {strategy} needs IFD scores; pass --scores from `iterit score`")
+    if not 0.0 <= decay <= 1.0:
+        raise IterITError(f"--decay: {decay} is outside [0, 1]; 0 removes covered n-grams, 1 ignores them")
+
+
+def _params(strategy, budget, threshold, decay, seed, quotas, tfidf_options) -> dict[str, Any]:
+    params: dict[str, Any] = {"strategy": strategy, "budget": budget}
+    if strategy in NEEDS_IFD:
+        params["threshold"] = threshold
+    if strategy == "iterit":
+        from iterit.diversity import resolve_tfidf_options
+
+        params["decay"] = decay
+        params["tfidf_options"] = {k: list(v) if isinstance(v, tuple) else v
+                                   for k, v in resolve_tfidf_options(tfidf_options).items()}
+    if strategy == "random":
+        params["seed"] = seed
+    if quotas:
+        params["source_budget"] = quotas
+    return params
+
+
+def _summary(samples, pool, indices, excluded, requested, quota_counts, strategy) -> dict[str, Any]:
+    everything = np.arange(len(samples))
+    sources: dict[str, dict[str, int]] = {}
+    for label, rows in (("samples", everything), ("candidates", pool), ("selected", indices)):
+        for source, count in Counter(samples[i].source for i in rows).items():
+            sources.setdefault(source, {"samples": 0, "candidates": 0, "selected": 0})[label] = count
+    summary = {
+        "strategy": strategy,
+        "n_samples": len(samples),
+        "n_candidates": int(len(pool)),
+        "budget": int(requested),
+        "n_selected": int(len(indices)),
+        "budget_exceeds_candidates": bool(requested > len(pool)),
+        "excluded": dict(excluded),
+        "sources": sources,
+        "mean_response_chars": {
+            label: float(np.mean([len(samples[i].response) for i in rows])) if len(rows) else 0.0
+            for label, rows in (("samples", everything), ("candidates", pool), ("selected", indices))
+        },
+    }
+    if quota_counts:
+        summary["quotas"] = quota_counts
+        summary["unfilled"] = int(min(requested, len(pool)) - len(indices))
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The selection summary as the CLI prints it."""
+    lines = [
+        f"strategy {summary['strategy']}: {summary['n_selected']} selected of {summary['n_candidates']} candidates "
+        f"({summary['n_samples']} samples)"
+    ]
+    if summary["budget_exceeds_candidates"]:
+        lines.append(
+            f"the budget ({summary['budget']}) is larger than the candidates ({summary['n_candidates']}): selected them all"
+        )
+    for reason, count in summary["excluded"].items():
+        lines.append(f"  excluded, {reason}: {count}")
+    if "n_greedy" in summary and summary["n_greedy"] < summary["n_selected"]:
+        lines.append(
+            f"  {summary['n_greedy']} picked by IFD x diversity; the other {summary['n_selected'] - summary['n_greedy']} "
+            "had no diversity left and were filled in IFD order"
+        )
+    lines.append(f"{'source':<32} {'samples':>8} {'candidates':>10} {'selected':>8}" + ("   quota" if "quotas" in summary else ""))
+    for source, counts in summary["sources"].items():
+        quota = summary.get("quotas", {}).get(source)
+        lines.append(
+            f"{source:<32} {counts['samples']:>8} {counts['candidates']:>10} {counts['selected']:>8}"
+            + (f" {quota:>7}" if quota is not None else "")
+        )
+    if OTHER_SOURCES in summary.get("quotas", {}):
+        lines.append(f"{OTHER_SOURCES:<32} share the remaining quota of {summary['quotas'][OTHER_SOURCES]}")
+    if summary.get("unfilled"):
+        lines.append(
+            f"{summary['unfilled']} of the budget left unfilled: a quota's sources have too few candidates "
+            "(unlisted sources get only what the listed quotas leave)"
+        )
+    chars = summary["mean_response_chars"]
+    lines.append(
+        f"mean response length (chars): all {chars['samples']:.0f}, candidates {chars['candidates']:.0f}, "
+        f"selected {chars['selected']:.0f}"
+    )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- writing the subset
+
+
+def manifest_path(out_path: str | os.PathLike) -> Path:
+    """``subset.jsonl`` -> ``subset.manifest.jsonl``; ``.parquet`` likewise; ``.json`` -> ``.manifest.jsonl``."""
+    out = Path(out_path)
+    for suffix, manifest_suffix in ((".parquet", ".parquet"), (".jsonl", ".jsonl"), (".json", ".jsonl")):
+        if out.name.endswith(suffix):
+            return out.with_name(out.name[: -len(suffix)] + ".manifest" + manifest_suffix)
+    raise IterITError(f"--out {out}: unknown output type; use .jsonl, .json or .parquet")
+
+
+def manifest_rows(samples: Sequence[Sample], selection: Selection) -> list[dict[str, Any]]:
+    """One row per pick, rank 0 first; a value the strategy did not use (NaN) is written as null."""
+
+    def number(value: float) -> float | None:
+        return float(value) if math.isfinite(value) else None
+
+    return [
+        {
+            "id": samples[index].id,
+            "source": samples[index].source,
+            "rank": rank,
+            "ifd": number(selection.ifd[rank]),
+            "diversity": number(selection.diversity[rank]),
+            "score": number(selection.score[rank]),
+        }
+        for rank, index in enumerate(selection.indices.tolist())
+    ]
+
+
+def write_selection(samples: Sequence[Sample], selection: Selection, out_path: str | os.PathLike) -> Path:
+    """Write the subset in the users' own format and its manifest beside it; returns the manifest's path.
+
+    The subset keeps pick order (rank 0 first). The manifest carries the strategy's parameters and the
+    summary as metadata (in the Parquet schema, or ``<manifest stem>.meta.json`` beside a JSON Lines one).
+    """
+    from iterit.data import write_samples
+    from iterit.storage import write_table
+
+    manifest = manifest_path(out_path)
+    write_samples([samples[i] for i in selection.indices.tolist()], out_path)
+    write_table(manifest, manifest_rows(samples, selection), metadata={"params": selection.params, "summary": selection.summary})
+    return manifest
+
+
+def select_command(
+    data: Sequence[str],
+    scores_path: str | None,
+    budget: str | float | int,
+    strategy: str,
+    out: str,
+    *,
+    threshold: float = 1.0,
+    decay: float = 0.1,
+    seed: int = 0,
+    source_budget: str | dict[str, float] | None = None,
+    ngram_max: int = 3,
+    tfidf_options: dict | None = None,
+    data_options: dict[str, Any] | None = None,
+) -> tuple[Selection, str]:
+    """``iterit select``: load the data and scores, select, write the subset and manifest.
+
+    Args:
+        data: the data files (``--data``), read with ``data_options`` (format, columns, system_prompt,
+            skip_invalid, dedup), which must be those used for ``iterit score``.
+        scores_path: the scores file (``--scores``); may be None for random, longest and full.
+        budget: ``--budget`` as typed (``"0.05"`` or ``"2600"``) or a number.
+        strategy, threshold, decay, seed, source_budget: as in :func:`select_samples`.
+        out: the subset file (``--out``); the manifest goes beside it.
+        ngram_max: TF-IDF uses word 1..ngram_max-grams (``--ngram-max``), unless ``tfidf_options`` says otherwise.
+
+    Returns:
+        The selection and the summary text to print.
+    """
+    from iterit.data import load_samples
+    from iterit.scoring import read_scores
+    from iterit.storage import check_writable
+
+    manifest_path(out)
+    check_writable(out)
+    _check_strategy(strategy, scores_path is not None, decay)
+    budget_value = parse_budget(budget)
+    quotas = parse_source_budget(source_budget)
+    loaded = load_samples(data, **(data_options or {}))
+    scores = read_scores(scores_path) if scores_path else None
+    options = {"ngram_range": (1, ngram_max), **(tfidf_options or {})}
+    selection = select_samples(
+        loaded.samples, scores, budget_value, strategy=strategy, threshold=threshold, decay=decay,
+        seed=seed, source_budget=quotas, tfidf_options=options,
+    )
+    manifest = write_selection(loaded.samples, selection, out)
+    text = format_summary(selection.summary) + f"\nwrote {out} and {manifest}"
+    return selection, text

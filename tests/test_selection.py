@@ -1,0 +1,270 @@
+"""Strategies over a score table: candidates, budgets, quotas, errors, and the written subset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iterit.data import Sample, load_samples
+from iterit.diversity import response_tfidf, select_greedy_naive
+from iterit.errors import IterITError
+from iterit.scoring import ScoreTable, write_scores
+from iterit.selection import (
+    align_scores,
+    format_summary,
+    manifest_path,
+    parse_source_budget,
+    resolve_budget,
+    select_command,
+    select_samples,
+    write_selection,
+)
+from iterit.storage import read_table
+
+RESPONSES = [
+    "Paris is the capital of France.",
+    "def add(a, b):\n    return a + b",
+    "The mitochondria is the powerhouse of the cell.",
+    "Paris is the capital of France.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+    "def sub(a, b):\n    return a - b",
+    "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen.",
+    "Yes.",
+]
+SOURCES = ["facts", "code", "facts", "facts", "facts", "code", "facts", "facts"]
+IFD = [0.8, 0.6, 0.95, 0.7, 1.2, 0.5, np.nan, 0.3]
+REASONS = [None, None, None, None, None, None, "prompt fills max_length", None]
+
+
+def make_samples(responses=RESPONSES, sources=SOURCES) -> list[Sample]:
+    return [
+        Sample(
+            id=f"{source}:{i}",
+            messages=[{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": text}],
+            source=source,
+            format="alpaca",
+            origin=i,
+            record={"instruction": f"question {i}", "input": "", "output": text},
+        )
+        for i, (text, source) in enumerate(zip(responses, sources))
+    ]
+
+
+def make_scores(samples, ifd=IFD, reasons=REASONS) -> ScoreTable:
+    n = len(samples)
+    ifd = np.asarray(ifd, dtype=np.float64)
+    return ScoreTable(
+        ids=[s.id for s in samples],
+        sources=[s.source for s in samples],
+        ifd=ifd,
+        loss_cond=np.log(np.where(np.isfinite(ifd), ifd, np.nan)),
+        loss_prior=np.zeros(n),
+        n_response_tokens=np.full(n, 5, dtype=np.int64),
+        truncated=np.zeros(n, dtype=bool),
+        reasons=list(reasons),
+    )
+
+
+SAMPLES = make_samples()
+SCORES = make_scores(SAMPLES)
+
+
+def test_resolve_budget_shares_counts_and_errors():
+    assert resolve_budget(0.05, 52_002) == 2600
+    assert resolve_budget(0.01, 10) == 1  # a share never rounds down to nothing
+    assert resolve_budget(2600, 10) == 2600
+    assert resolve_budget(3.0, 10) == 3
+    for bad in (0, -1, 0.0, float("nan"), float("inf"), 1.5, "10", True):
+        with pytest.raises(IterITError, match="--budget"):
+            resolve_budget(bad, 100)
+
+
+def test_parse_source_budget():
+    assert parse_source_budget("code_alpaca=0.2, gsm8k-train=100") == {"code_alpaca": 0.2, "gsm8k-train": 100}
+    assert parse_source_budget(None) == {}
+    with pytest.raises(IterITError, match="SOURCE=VALUE"):
+        parse_source_budget("code_alpaca")
+
+
+def test_iterit_picks_candidates_by_the_greedy_and_reports_why_others_were_left_out():
+    selection = select_samples(SAMPLES, SCORES, 4, strategy="iterit", decay=0.1)
+    pool = np.array([0, 1, 2, 3, 5, 7])  # IFD 1.2 is above the threshold; row 6 has no score
+    expected = select_greedy_naive(response_tfidf([RESPONSES[i] for i in pool]), SCORES.ifd[pool], 4, decay=0.1)
+    assert selection.indices.tolist() == pool[expected.indices].tolist()
+    np.testing.assert_array_equal(selection.diversity, expected.diversity)
+    np.testing.assert_array_equal(selection.ifd, SCORES.ifd[selection.indices])
+    summary = selection.summary
+    assert summary["n_candidates"] == 6 and summary["n_selected"] == 4
+    assert summary["excluded"] == {"ifd >= 1": 1, "no score: prompt fills max_length": 1}
+    assert summary["sources"]["code"] == {"samples": 2, "candidates": 2, "selected": sum(
+        SAMPLES[i].source == "code" for i in selection.indices)}
+    assert selection.params["decay"] == 0.1 and selection.params["tfidf_options"]["ngram_range"] == [1, 3]
+    assert "excluded, ifd >= 1: 1" in format_summary(summary)
+
+
+def test_iterit_does_not_pick_the_duplicate_before_fresh_responses_with_decay_zero():
+    selection = select_samples(SAMPLES, SCORES, 6, strategy="iterit", decay=0.0)
+    picked = selection.indices.tolist()
+    # Rows 0 and 3 are the same response; the second comes last, filled by IFD once its n-grams are spent.
+    assert picked[-1] in (0, 3) and {0, 3} <= set(picked)
+    assert selection.summary["n_greedy"] == 5
+
+
+def test_ifd_strategy_takes_the_highest_ifd_below_the_threshold():
+    selection = select_samples(SAMPLES, SCORES, 3, strategy="ifd", threshold=0.9)
+    assert selection.indices.tolist() == [0, 3, 1]
+    np.testing.assert_array_equal(selection.score, [0.8, 0.7, 0.6])
+    assert np.isnan(selection.diversity).all()
+
+
+def test_random_is_seeded_and_ignores_the_threshold_but_not_missing_scores():
+    first = select_samples(SAMPLES, SCORES, 5, strategy="random", seed=3)
+    again = select_samples(SAMPLES, SCORES, 5, strategy="random", seed=3)
+    other = [select_samples(SAMPLES, SCORES, 5, strategy="random", seed=s).indices.tolist() for s in range(4, 10)]
+    assert first.indices.tolist() == again.indices.tolist()
+    assert any(o != first.indices.tolist() for o in other)
+    everything = select_samples(SAMPLES, SCORES, 100, strategy="random", seed=0)
+    assert sorted(everything.indices.tolist()) == [0, 1, 2, 3, 4, 5, 7]
+
+
+def test_longest_takes_the_longest_responses_in_characters():
+    selection = select_samples(SAMPLES, None, 2, strategy="longest")
+    assert selection.indices.tolist() == [6, 4]
+    assert selection.score.tolist() == [len(RESPONSES[6]), len(RESPONSES[4])]
+
+
+def test_full_keeps_every_usable_sample_in_input_order():
+    assert select_samples(SAMPLES, SCORES, None, strategy="full").indices.tolist() == [0, 1, 2, 3, 4, 5, 7]
+    assert select_samples(SAMPLES, None, None, strategy="full").indices.tolist() == list(range(8))
+
+
+def test_candidates_restrict_the_pool():
+    selection = select_samples(SAMPLES, SCORES, 10, strategy="iterit", candidates=np.array([5, 1, 7]))
+    assert sorted(selection.indices.tolist()) == [1, 5, 7]
+    assert selection.summary["excluded"]["not in the candidate pool"] == 5
+    assert selection.summary["budget_exceeds_candidates"]
+    assert "selected them all" in format_summary(selection.summary)
+
+
+def test_source_quotas_are_exact_and_the_rest_goes_to_unlisted_sources():
+    for strategy in ("iterit", "ifd", "random", "longest"):
+        selection = select_samples(SAMPLES, SCORES, 4, strategy=strategy, source_budget={"code": 1})
+        sources = [SAMPLES[i].source for i in selection.indices]
+        assert sources.count("code") == 1 and sources.count("facts") == 3, strategy
+    half = select_samples(SAMPLES, SCORES, 4, strategy="ifd", source_budget="code=0.5")
+    assert [SAMPLES[i].source for i in half.indices].count("code") == 2
+    assert half.summary["quotas"] == {"code": 2, "(other sources)": 2}
+    none = select_samples(SAMPLES, SCORES, 3, strategy="iterit", source_budget={"code": 0})
+    assert all(SAMPLES[i].source == "facts" for i in none.indices)
+
+
+def test_source_quota_errors():
+    with pytest.raises(IterITError, match="no source named"):
+        select_samples(SAMPLES, SCORES, 4, strategy="ifd", source_budget={"math": 1})
+    with pytest.raises(IterITError, match="more than the budget"):
+        select_samples(SAMPLES, SCORES, 2, strategy="ifd", source_budget={"code": 2, "facts": 1})
+    with pytest.raises(IterITError, match="full"):
+        select_samples(SAMPLES, SCORES, 2, strategy="full", source_budget={"code": 1})
+
+
+def test_scores_are_matched_by_id_in_any_order():
+    order = np.array([7, 6, 5, 4, 3, 2, 1, 0])
+    shuffled = make_scores([SAMPLES[i] for i in order], np.array(IFD)[order], [REASONS[i] for i in order])
+    aligned = align_scores(SAMPLES, shuffled)
+    np.testing.assert_array_equal(aligned.ifd, SCORES.ifd)
+    assert select_samples(SAMPLES, shuffled, 3).indices.tolist() == select_samples(SAMPLES, SCORES, 3).indices.tolist()
+
+
+def test_scores_that_do_not_match_the_data_name_the_ids():
+    extra = make_scores(make_samples(RESPONSES + ["new"], SOURCES + ["other"]), IFD + [0.5], REASONS + [None])
+    with pytest.raises(IterITError, match=r"not in the data \(e.g. other:8\)"):
+        select_samples(SAMPLES, extra, 2)
+    fewer = make_scores(SAMPLES[:6], IFD[:6], REASONS[:6])
+    with pytest.raises(IterITError, match=r"2 sample id\(s\) have no score \(e.g. facts:6, facts:7\)"):
+        select_samples(SAMPLES, fewer, 2)
+
+
+def test_bad_input_errors():
+    with pytest.raises(IterITError, match="needs IFD scores"):
+        select_samples(SAMPLES, None, 2, strategy="iterit")
+    with pytest.raises(IterITError, match="--strategy"):
+        select_samples(SAMPLES, SCORES, 2, strategy="best")
+    with pytest.raises(IterITError, match="--budget"):
+        select_samples(SAMPLES, SCORES, 0)
+    with pytest.raises(IterITError, match="no candidates"):
+        select_samples(SAMPLES, SCORES, 2, threshold=0.1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ifd=st.lists(st.one_of(st.floats(0.01, 1.5), st.just(float("nan"))), min_size=8, max_size=8),
+    budget=st.integers(1, 12),
+    strategy=st.sampled_from(["iterit", "ifd", "random", "longest", "full"]),
+    code_quota=st.one_of(st.none(), st.integers(0, 3)),
+)
+def test_no_strategy_picks_twice_or_outside_the_candidates(ifd, budget, strategy, code_quota):
+    scores = make_scores(SAMPLES, ifd, [None if np.isfinite(v) else "failed" for v in ifd])
+    quotas = {"code": code_quota} if code_quota is not None and strategy != "full" else None
+    try:
+        selection = select_samples(SAMPLES, scores, budget, strategy=strategy, source_budget=quotas)
+    except IterITError as err:
+        assert "no candidates" in str(err) or "more than the budget" in str(err)
+        return
+    picked = selection.indices.tolist()
+    assert len(set(picked)) == len(picked)
+    finite = np.isfinite(scores.ifd)
+    usable = finite & (scores.ifd < 1.0) if strategy in ("iterit", "ifd") else finite
+    assert all(usable[i] for i in picked)
+    n_usable = int(usable.sum())
+    if strategy == "full":
+        assert len(picked) == n_usable
+    elif quotas is None:
+        assert len(picked) == min(budget, n_usable)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet"])
+def test_write_selection_round_trips_through_the_loader(tmp_path, suffix):
+    selection = select_samples(SAMPLES, SCORES, 4, strategy="iterit")
+    out = tmp_path / f"subset{suffix}"
+    manifest = write_selection(SAMPLES, selection, out)
+    assert manifest == manifest_path(out)
+    assert manifest.name == "subset.manifest" + (".jsonl" if suffix == ".json" else suffix)
+    loaded = load_samples([out])
+    assert [s.response for s in loaded.samples] == [RESPONSES[i] for i in selection.indices]
+    assert [s.record for s in loaded.samples] == [SAMPLES[i].record for i in selection.indices]
+    rows, metadata = read_table(manifest)
+    assert [r["id"] for r in rows] == [SAMPLES[i].id for i in selection.indices]
+    assert [r["rank"] for r in rows] == list(range(4))
+    assert [r["score"] for r in rows] == selection.score.tolist()
+    assert metadata["params"]["strategy"] == "iterit" and metadata["summary"]["n_selected"] == 4
+
+
+def test_manifest_writes_unused_values_as_null(tmp_path):
+    selection = select_samples(SAMPLES, None, 2, strategy="random")
+    manifest = write_selection(SAMPLES, selection, tmp_path / "subset.jsonl")
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert rows[0]["diversity"] is None and rows[0]["ifd"] is None
+
+
+def test_select_command_end_to_end(tmp_path):
+    data = tmp_path / "mine.json"
+    data.write_text(json.dumps([s.record for s in SAMPLES]))
+    loaded = load_samples([data])
+    scores_path = tmp_path / "scores.parquet"
+    write_scores(make_scores(loaded.samples), scores_path)
+    out = tmp_path / "subset.json"
+    selection, text = select_command([str(data)], str(scores_path), "0.5", "iterit", str(out),
+                                     source_budget="mine=2")
+    # The only source is capped at 2 and no unlisted source can take the other half of the budget.
+    assert len(selection.indices) == 2 and selection.summary["unfilled"] == 2
+    assert "strategy iterit: 2 selected of 6 candidates (8 samples)" in text
+    assert "2 of the budget left unfilled" in text
+    assert json.loads(out.read_text()) == [loaded.samples[i].record for i in selection.indices]
+    with pytest.raises(IterITError, match="--out"):
+        select_command([str(data)], str(scores_path), "2", "ifd", str(tmp_path / "subset.csv"))
+    with pytest.raises(IterITError, match="--budget"):
+        select_command([str(data)], str(scores_path), "lots", "ifd", str(out))
