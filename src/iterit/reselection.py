@@ -1,0 +1,652 @@
+"""Re-selection inside the Hugging Face ``Trainer``: a sampler, a callback and a one-line install.
+
+The ``Trainer`` builds its training ``DataLoader`` once and calls ``iter()`` on it at the start of every
+epoch, which calls the sampler's ``__iter__`` again. So re-selection needs no copy of the training loop:
+
+* :class:`SelectionSampler` yields the *current* selection (B indices into the full data set), shuffled
+  with a seed per epoch; its length is the budget B and never changes, so the ``Trainer`` sizes one
+  learning-rate schedule for all epochs from it.
+* :class:`ReselectionCallback` re-scores the candidate pool with the model as it stands at the end of each
+  epoch (eval mode, no gradients) and hands the new selection to the sampler before the next ``iter()``.
+* the ``Trainer`` is told to use the sampler by the smallest override of its private
+  ``_get_train_sampler`` (:class:`IterITTrainer`, or :func:`install_reselection` on any existing trainer,
+  including TRL's ``SFTTrainer``). transformers changed that method's signature in 2025 (it gained an
+  optional dataset argument), so the override accepts anything.
+
+Under DDP, accelerate wraps the sampler's batches in a ``BatchSamplerShard`` that deals batch ``i`` to rank
+``i % world_size``; every rank therefore has to yield the same order, which the seeded shuffle guarantees,
+and every rank runs the same (collective) scoring and the same deterministic selection.
+
+Gradients never cross an epoch boundary: the ``Trainer`` forces an optimizer step and ``zero_grad`` on the
+last batch of every epoch (a shorter final accumulation when the epoch's batches are not a multiple of
+``gradient_accumulation_steps``), and ``on_epoch_end``, where the re-scoring runs, comes after it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback
+
+from iterit.data import Sample
+from iterit.errors import IterITError
+from iterit.render import RenderedSample
+from iterit.scoring import ScoreTable
+from iterit.selection import Selection
+from iterit.storage import write_json, write_table
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "iterit_reselection.json"
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How a training strategy selects: which selection rule, and whether it re-scores between epochs."""
+
+    select: str
+    rescore: bool
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "iterit": Strategy("iterit", rescore=True),
+    "ifd-iterative": Strategy("ifd", rescore=True),
+    "static": Strategy("iterit", rescore=False),
+    "ifd": Strategy("ifd", rescore=False),
+    "random": Strategy("random", rescore=False),
+    "longest": Strategy("longest", rescore=False),
+    "full": Strategy("full", rescore=False),
+}
+
+ScoreFn = Callable[[Any, Sequence[Sample]], ScoreTable]
+SelectFn = Callable[..., Selection]
+
+
+# ---------------------------------------------------------------- data
+
+
+class ResponseOnlyDataset(torch.utils.data.Dataset):
+    """Every rendered sample as ``input_ids`` + ``labels``, the labels -100 outside the response span.
+
+    It holds the whole data set, not a subset: the sampler picks which rows an epoch sees, so the
+    indices of a selection, a score table and this data set are the same numbers.
+    """
+
+    def __init__(self, rendered: Sequence[RenderedSample]):
+        self.rendered = list(rendered)
+
+    def __len__(self) -> int:
+        return len(self.rendered)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        item = self.rendered[index]
+        start, end = item.span
+        labels = [IGNORE_INDEX] * len(item.input_ids)
+        labels[start:end] = item.input_ids[start:end]
+        return {"input_ids": list(item.input_ids), "labels": labels}
+
+
+@dataclass
+class PaddingCollator:
+    """Right-pads a batch; padded positions get attention 0 and label -100 (no loss)."""
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(feature["input_ids"]) for feature in features)
+        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((len(features), width), dtype=torch.long)
+        for row, feature in enumerate(features):
+            length = len(feature["input_ids"])
+            input_ids[row, :length] = torch.tensor(feature["input_ids"])
+            labels[row, :length] = torch.tensor(feature["labels"])
+            attention[row, :length] = 1
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+class SelectionSampler(torch.utils.data.Sampler[int]):
+    """Yields the current selection, shuffled with ``(seed, epoch)``; its length is the budget, always.
+
+    Args:
+        indices: the first selection (positions in the full data set).
+        seed: shuffle seed; the order of epoch ``e`` depends on ``(seed, e)`` only, so every DDP rank
+            yields the same order and a resumed run replays the same batches.
+    """
+
+    def __init__(self, indices: Sequence[int], *, seed: int = 0):
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_selection(self, indices: Sequence[int]) -> None:
+        """Replace the selection; the length must stay the budget the LR schedule was sized with."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) != len(self.indices):
+            raise ValueError(f"a selection of {len(indices)} samples for a budget of {len(self.indices)}")
+        self.indices = indices
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the ``Trainer`` (through accelerate) before each epoch's ``iter()``."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.indices))
+        return iter(self.indices[order].tolist())
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+# ---------------------------------------------------------------- score tables
+
+
+def take_rows(table: ScoreTable, rows: np.ndarray) -> ScoreTable:
+    """The rows ``rows`` of ``table``, in that order."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return ScoreTable(
+        ids=[table.ids[i] for i in rows],
+        sources=[table.sources[i] for i in rows],
+        ifd=table.ifd[rows].copy(),
+        loss_cond=table.loss_cond[rows].copy(),
+        loss_prior=table.loss_prior[rows].copy(),
+        n_response_tokens=table.n_response_tokens[rows].copy(),
+        truncated=table.truncated[rows].copy(),
+        reasons=[table.reasons[i] for i in rows],
+    )
+
+
+def put_rows(table: ScoreTable, rows: np.ndarray, update: ScoreTable) -> ScoreTable:
+    """A copy of ``table`` whose rows ``rows`` are replaced by ``update`` (same length as ``rows``)."""
+    merged = take_rows(table, np.arange(len(table.ids)))
+    for column in ("ifd", "loss_cond", "loss_prior", "n_response_tokens", "truncated"):
+        getattr(merged, column)[rows] = getattr(update, column)
+    for position, row in enumerate(rows):
+        merged.reasons[row] = update.reasons[position]
+    return merged
+
+
+def score_rows(table: ScoreTable, rows: np.ndarray) -> list[dict[str, Any]]:
+    """Rows of a score table as records (the columns ``iterit score`` writes)."""
+    return [
+        {
+            "id": table.ids[i],
+            "source": table.sources[i],
+            "ifd": float(table.ifd[i]),
+            "loss_cond": float(table.loss_cond[i]),
+            "loss_prior": float(table.loss_prior[i]),
+            "n_response_tokens": int(table.n_response_tokens[i]),
+            "truncated": bool(table.truncated[i]),
+            "reason": table.reasons[i],
+        }
+        for i in rows
+    ]
+
+
+def manifest_rows(samples: Sequence[Sample], selection: Selection) -> list[dict[str, Any]]:
+    """The selection manifest: one row per pick, rank 0 first (the columns ``iterit select`` writes)."""
+    return [
+        {
+            "id": samples[index].id,
+            "source": samples[index].source,
+            "rank": rank,
+            "ifd": float(selection.ifd[rank]),
+            "diversity": float(selection.diversity[rank]),
+            "score": float(selection.score[rank]),
+        }
+        for rank, index in enumerate(selection.indices.tolist())
+    ]
+
+
+# ---------------------------------------------------------------- the re-selection rule
+
+
+@dataclass
+class EpochPick:
+    """What one epoch trains on, and how it was found.
+
+    Attributes:
+        epoch: the epoch this selection is trained in (0 = chosen with the base model).
+        selection: B picks, indices into the full data set.
+        pool: the candidate pool the picks came from (all valid samples in epoch 0).
+        scored: the indices scored for this epoch (all samples in epoch 0, the pool later, none for
+            strategies that do not re-score).
+        score_s: seconds spent scoring; select_s: seconds spent selecting.
+    """
+
+    epoch: int
+    selection: Selection
+    pool: np.ndarray
+    scored: np.ndarray
+    score_s: float = 0.0
+    select_s: float = 0.0
+
+
+@dataclass
+class Reselector:
+    """The strategy's rule for choosing B samples each epoch, independent of any trainer.
+
+    ``table`` holds the latest known score of every sample: the base model's, overwritten by each
+    re-scoring of the pool. A *frozen* pool is fixed after epoch 0 (the first u x B of the ranking, whose
+    head is the first selection); a *rolling* pool is re-ranked from ``table`` before each re-scoring.
+    The pool is ranked with the strategy's own rule (greedy IFD x diversity for ``iterit``, IFD for
+    ``ifd-iterative``), so the greedy's first u x B picks are "the top u x B by the selection score".
+
+    Args:
+        samples: all samples, in data-set order.
+        table: their scores (one row per sample).
+        budget: B, samples per epoch.
+        strategy: a key of :data:`STRATEGIES`.
+        pool: ``frozen`` or ``rolling``.
+        pool_size: u x B, already clamped to the number of valid samples.
+        score_fn: ``score_fn(model, samples) -> ScoreTable``; the model is in eval mode, without grads.
+        select_fn: :func:`iterit.selection.select_samples` (or anything with its signature).
+        select_options: passed to ``select_fn`` (threshold, decay, seed).
+    """
+
+    samples: Sequence[Sample]
+    table: ScoreTable
+    budget: int
+    strategy: str
+    pool: str
+    pool_size: int
+    score_fn: ScoreFn
+    select_fn: SelectFn
+    select_options: dict[str, Any] = field(default_factory=dict)
+    frozen_pool_: np.ndarray | None = None
+
+    @property
+    def rescores(self) -> bool:
+        return STRATEGIES[self.strategy].rescore
+
+    def _select(self, budget: int, candidates: np.ndarray | None = None) -> Selection:
+        rule = STRATEGIES[self.strategy].select
+        return self.select_fn(
+            self.samples, self.table, budget, strategy=rule, candidates=candidates, **self.select_options
+        )
+
+    def first(self) -> EpochPick:
+        """Epoch 0: B picks from every sample, and (for re-scoring strategies) the frozen pool."""
+        started = time.perf_counter()
+        selection = self._select(self.budget)
+        if self.rescores and self.pool == "frozen":
+            self.frozen_pool_ = self._select(self.pool_size).indices.copy()
+        everything = np.arange(len(self.samples))
+        return EpochPick(0, selection, everything, everything, select_s=time.perf_counter() - started)
+
+    def next(self, epoch: int, model: Any, previous: EpochPick) -> EpochPick:
+        """Epoch ``epoch`` >= 1: re-score the pool with ``model`` and pick B from it (or keep the picks)."""
+        if not self.rescores:
+            return EpochPick(epoch, previous.selection, previous.pool, np.zeros(0, dtype=np.int64))
+        started = time.perf_counter()
+        pool = self._current_pool()
+        ranked_s = time.perf_counter() - started
+        started = time.perf_counter()
+        fresh = self.score_fn(model, [self.samples[i] for i in pool])
+        self.table = put_rows(self.table, pool, fresh)
+        score_s = time.perf_counter() - started
+        started = time.perf_counter()
+        selection = self._select(self.budget, candidates=pool)
+        select_s = time.perf_counter() - started + ranked_s
+        return EpochPick(epoch, selection, pool, pool, score_s=score_s, select_s=select_s)
+
+    def _current_pool(self) -> np.ndarray:
+        if self.pool == "frozen":
+            return self.frozen_pool_
+        return self._select(self.pool_size).indices.copy()
+
+
+def selection_dynamics(samples: Sequence[Sample], pick: EpochPick, previous: EpochPick | None,
+                       first: EpochPick) -> dict[str, Any]:
+    """Overlap with the previous epoch, the share not in the epoch-0 top-B, and the per-source mix."""
+    chosen = set(pick.selection.indices.tolist())
+    budget = len(chosen)
+    overlap = len(chosen & set(previous.selection.indices.tolist())) / budget if previous else None
+    new_vs_first = 1.0 - len(chosen & set(first.selection.indices.tolist())) / budget
+    mix = Counter(samples[i].source for i in chosen)
+    return {
+        "epoch": pick.epoch,
+        "budget": budget,
+        "pool_size": int(len(pick.pool)),
+        "scored": int(len(pick.scored)),
+        "overlap_with_previous": overlap,
+        "share_not_in_epoch0_top": new_vs_first,
+        "source_mix": {source: mix[source] / budget for source in sorted(mix)},
+        "source_counts": dict(sorted(mix.items())),
+    }
+
+
+# ---------------------------------------------------------------- the callback
+
+
+class ReselectionCallback(TrainerCallback):
+    """Re-scores and re-selects at each epoch end; records per-epoch artefacts; guards against NaN.
+
+    At ``on_epoch_end`` of epoch ``e`` (after the Trainer's last optimizer step and ``zero_grad`` of that
+    epoch, before it saves the epoch's checkpoint), when another epoch follows, it scores the pool with
+    the model in eval mode without gradients, restores train mode, and sets the sampler's selection for
+    ``e + 1``. ``on_save`` writes its state into the checkpoint folder *last*, which marks the checkpoint
+    complete; ``on_train_begin`` of a resumed run reads it back, so the resumed epoch sees the selection the
+    uninterrupted run would have used.
+
+    Args:
+        reselector: the strategy's rule.
+        sampler: the sampler the Trainer iterates.
+        first: the epoch-0 pick (from ``reselector.first()``).
+        run_dir: where ``epochs/<e>/`` artefacts go (rank 0 only); ``None`` keeps them in memory only.
+        table_suffix: ``.parquet`` or ``.jsonl`` for the per-epoch tables.
+        lengths: tokens per sample and response tokens per sample, for the per-epoch token counts.
+    """
+
+    def __init__(self, reselector: Reselector, sampler: SelectionSampler, first: EpochPick, *,
+                 run_dir: str | Path | None = None, table_suffix: str = ".parquet",
+                 lengths: tuple[np.ndarray, np.ndarray] | None = None):
+        self.reselector = reselector
+        self.sampler = sampler
+        self.first = first
+        self.current = first
+        self.previous: EpochPick | None = None
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.table_suffix = table_suffix
+        self.lengths = lengths
+        self.history: list[dict[str, Any]] = []
+        self._losses: list[float] = []
+        self._epoch_started = 0.0
+        self._steps_at_begin = 0
+        self._recorded_first = False
+        self._restored = False
+
+    # --- events
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step > 0 and not self._restored:
+            # A resumed run: its checkpoint is the Trainer's default folder for that step.
+            self._restore_from(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        if not self._recorded_first and self.current.epoch == 0:
+            self._record_pick(self.current, None, state)
+            self._recorded_first = True
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._epoch_started = time.perf_counter()
+        self._steps_at_begin = state.global_step
+        self._losses = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self._losses.append(float(logs["loss"]))
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        # fp16 uses a loss scaler that skips steps with inf gradients by design.
+        if args.fp16 or model is None:
+            return
+        if not _gradients_finite(model):
+            raise IterITError(
+                f"training loss became non-finite at step {state.global_step + 1} (epoch {self.current.epoch}); "
+                f"stopped before the optimizer step, the last good checkpoint is in '{args.output_dir}'; "
+                "lower --learning-rate, use --bf16 instead of --fp16, or check the data"
+            )
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        train_s = time.perf_counter() - self._epoch_started
+        finished = self.current
+        self._record_metrics(finished, state, train_s)
+        next_epoch = finished.epoch + 1
+        if next_epoch >= math.ceil(state.num_train_epochs) or control.should_training_stop:
+            return
+        pick = self._pick_next(next_epoch, model)
+        self.previous, self.current = finished, pick
+        self.sampler.set_selection(pick.selection.indices)
+        self._record_pick(pick, finished, state)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                write_json(folder / STATE_FILE, self.state_dict())
+
+    # --- the work
+
+    def _pick_next(self, epoch: int, model: Any) -> EpochPick:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return self.reselector.next(epoch, model, self.current)
+        finally:
+            model.train(was_training)
+
+    def _epoch_dir(self, epoch: int) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / "epochs" / str(epoch)
+
+    def _record_pick(self, pick: EpochPick, previous: EpochPick | None, state) -> None:
+        dynamics = selection_dynamics(self.reselector.samples, pick, previous, self.first)
+        dynamics.update(score_s=pick.score_s, select_s=pick.select_s)
+        self.history.append(dynamics)
+        folder = self._epoch_dir(pick.epoch)
+        if folder is None or not state.is_world_process_zero:
+            return
+        table = self.reselector.table
+        if len(pick.scored):
+            write_table(folder / f"scores{self.table_suffix}", score_rows(table, pick.scored),
+                        metadata={"epoch": pick.epoch})
+        write_table(folder / f"selection{self.table_suffix}",
+                    manifest_rows(self.reselector.samples, pick.selection),
+                    metadata={"epoch": pick.epoch, **pick.selection.params})
+        write_json(folder / "dynamics.json", dynamics)
+
+    def _record_metrics(self, pick: EpochPick, state, train_s: float) -> None:
+        indices = pick.selection.indices
+        metrics = {
+            "epoch": pick.epoch,
+            "mean_train_loss": float(np.mean(self._losses)) if self._losses else None,
+            "losses": list(self._losses),
+            "steps": state.global_step - self._steps_at_begin,
+            "global_step": state.global_step,
+            "train_s": train_s,
+            "score_s": pick.score_s,
+            "select_s": pick.select_s,
+        }
+        if self.lengths is not None:
+            metrics["tokens"] = int(self.lengths[0][indices].sum())
+            metrics["response_tokens"] = int(self.lengths[1][indices].sum())
+        for entry in self.history:
+            if entry["epoch"] == pick.epoch:
+                entry.update(train_s=train_s, mean_train_loss=metrics["mean_train_loss"])
+        folder = self._epoch_dir(pick.epoch)
+        if folder is not None and state.is_world_process_zero:
+            write_json(folder / "metrics.json", metrics)
+
+    # --- resume
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue: current/previous picks, the frozen pool, the latest scores."""
+        table = self.reselector.table
+        return {
+            "current": _pick_state(self.current),
+            "previous": _pick_state(self.previous) if self.previous else None,
+            "first": _pick_state(self.first),
+            "frozen_pool": None if self.reselector.frozen_pool_ is None else self.reselector.frozen_pool_.tolist(),
+            "latest": {
+                "ifd": table.ifd.tolist(),
+                "loss_cond": table.loss_cond.tolist(),
+                "loss_prior": table.loss_prior.tolist(),
+            },
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` and point the sampler at the resumed epoch's selection."""
+        table = self.reselector.table
+        self.reselector.table = replace(
+            table,
+            ifd=np.asarray(state["latest"]["ifd"], dtype=np.float64),
+            loss_cond=np.asarray(state["latest"]["loss_cond"], dtype=np.float64),
+            loss_prior=np.asarray(state["latest"]["loss_prior"], dtype=np.float64),
+        )
+        if state["frozen_pool"] is not None:
+            self.reselector.frozen_pool_ = np.asarray(state["frozen_pool"], dtype=np.int64)
+        self.first = _pick_from_state(state["first"])
+        self.current = _pick_from_state(state["current"])
+        self.previous = _pick_from_state(state["previous"]) if state["previous"] else None
+        self.history = list(state["history"])
+        self._recorded_first = self._restored = True
+        self.sampler.set_selection(self.current.selection.indices)
+
+    def _restore_from(self, checkpoint: Path) -> None:
+        path = checkpoint / STATE_FILE
+        if not path.exists():
+            raise IterITError(
+                f"{checkpoint}: resuming needs '{STATE_FILE}' in the checkpoint, which is missing "
+                "(the run was killed while saving it?); resume from the previous checkpoint"
+            )
+        self.load_state_dict(json.loads(path.read_text()))
+
+
+def _pick_state(pick: EpochPick) -> dict[str, Any]:
+    selection = pick.selection
+    return {
+        "epoch": pick.epoch,
+        "indices": selection.indices.tolist(),
+        "ifd": selection.ifd.tolist(),
+        "diversity": selection.diversity.tolist(),
+        "score": selection.score.tolist(),
+        "params": selection.params,
+        "pool": pick.pool.tolist(),
+        "scored": pick.scored.tolist(),
+        "score_s": pick.score_s,
+        "select_s": pick.select_s,
+    }
+
+
+def _pick_from_state(state: dict[str, Any]) -> EpochPick:
+    selection = Selection(
+        indices=np.asarray(state["indices"], dtype=np.int64),
+        ifd=np.asarray(state["ifd"], dtype=np.float64),
+        diversity=np.asarray(state["diversity"], dtype=np.float64),
+        score=np.asarray(state["score"], dtype=np.float64),
+        params=state["params"],
+    )
+    return EpochPick(state["epoch"], selection, np.asarray(state["pool"], dtype=np.int64),
+                     np.asarray(state["scored"], dtype=np.int64), state["score_s"], state["select_s"])
+
+
+def _gradients_finite(model: torch.nn.Module) -> bool:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return True
+    norms = torch._foreach_norm(grads)
+    return bool(torch.isfinite(torch.stack([n.float() for n in norms]).sum()).item())
+
+
+# ---------------------------------------------------------------- installing it in a Trainer
+
+
+class IterITTrainer(Trainer):
+    """A ``Trainer`` whose training sampler is a :class:`SelectionSampler` (everything else unchanged).
+
+    Args:
+        selection_sampler: the sampler to iterate; pass the callback in ``callbacks=[...]`` as usual.
+    """
+
+    def __init__(self, *args: Any, selection_sampler: SelectionSampler, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.selection_sampler = selection_sampler
+
+    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> SelectionSampler:
+        # transformers >= 4.53 passes the dataset; older versions pass nothing.
+        return self.selection_sampler
+
+
+def install_reselection(
+    trainer: Trainer,
+    samples: Sequence[Sample],
+    *,
+    budget: int,
+    score_fn: ScoreFn,
+    select_fn: SelectFn | None = None,
+    strategy: str = "iterit",
+    pool: str = "frozen",
+    update_ratio: float = 3.0,
+    scores: ScoreTable | None = None,
+    select_options: dict[str, Any] | None = None,
+    run_dir: str | Path | None = None,
+    seed: int | None = None,
+) -> ReselectionCallback:
+    """Make an existing ``Trainer`` (or TRL ``SFTTrainer``) train on a re-selected subset each epoch.
+
+    The trainer's ``train_dataset`` must hold ``samples`` in the same order (row ``i`` is ``samples[i]``);
+    the sampler only picks rows. Scores the samples with ``trainer.model`` when ``scores`` is not given,
+    selects the first B, installs the sampler on this trainer instance and adds the callback.
+
+    Args:
+        trainer: the trainer, built but not yet trained.
+        samples: all candidate samples, in ``train_dataset`` order.
+        budget: B, samples per epoch.
+        score_fn: ``score_fn(model, samples) -> ScoreTable``, e.g. ``functools.partial`` of
+            :func:`iterit.scoring.score_samples` with the tokenizer bound.
+        select_fn: defaults to :func:`iterit.selection.select_samples`.
+        strategy: a key of :data:`STRATEGIES`.
+        pool: ``frozen`` or ``rolling``.
+        update_ratio: u; the pool holds u x B samples (clamped to the valid samples).
+        scores: scores of ``samples`` under the starting model, if already computed.
+        select_options: extra keyword arguments for ``select_fn`` (threshold, decay, seed).
+        run_dir: write ``epochs/<e>/`` artefacts there.
+        seed: shuffle seed of the sampler (defaults to ``trainer.args.seed``).
+
+    Returns:
+        The callback (its ``history`` holds the per-epoch dynamics and timings).
+    """
+    if select_fn is None:
+        from iterit.selection import select_samples as select_fn
+    if scores is None:
+        scores = score_with(trainer.model, score_fn, samples)
+    pool_size = clamp_pool_size(update_ratio, budget, scores) if STRATEGIES[strategy].rescore else budget
+    reselector = Reselector(
+        samples, scores, budget, strategy, pool, pool_size,
+        score_fn, select_fn, dict(select_options or {}),
+    )
+    first = reselector.first()
+    sampler = SelectionSampler(first.selection.indices, seed=trainer.args.seed if seed is None else seed)
+    # An instance attribute shadows the method: the Trainer's get_train_dataloader looks it up on self.
+    trainer._get_train_sampler = lambda *args, **kwargs: sampler
+    callback = ReselectionCallback(reselector, sampler, first, run_dir=run_dir)
+    trainer.add_callback(callback)
+    return callback
+
+
+def score_with(model: Any, score_fn: ScoreFn, samples: Sequence[Sample]) -> ScoreTable:
+    """Score in eval mode without gradients, then put the model back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return score_fn(model, samples)
+    finally:
+        model.train(was_training)
+
+
+def valid_count(table: ScoreTable) -> int:
+    """Samples that have a score (those a selection may pick)."""
+    return int(np.isfinite(table.ifd).sum())
+
+
+def clamp_pool_size(update_ratio: float, budget: int, table: ScoreTable) -> int:
+    """u x B, clamped to the number of valid samples (and said so)."""
+    wanted = int(math.ceil(update_ratio * budget))
+    available = valid_count(table)
+    if wanted > available:
+        logger.warning("--update-ratio %g x budget %d = %d exceeds the %d valid samples; the pool is all %d",
+                       update_ratio, budget, wanted, available, available)
+        return available
+    return max(wanted, budget)

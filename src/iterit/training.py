@@ -1,0 +1,409 @@
+"""``iterit train``: fine-tune with the Hugging Face ``Trainer`` on a subset re-selected every epoch.
+
+The recipe, top to bottom (each step a small function below):
+
+1. validate the config (all problems in one message) and write ``RUN/config.yaml``;
+2. load the model (optionally wrapped in a LoRA adapter) and the data; render every sample;
+3. score every sample with the base model (or read ``--scores``) and select the first B;
+4. train with :class:`~iterit.reselection.IterITTrainer`: the sampler yields the current B samples, the
+   callback re-scores the pool at each epoch end and writes ``RUN/epochs/<e>/``;
+5. save ``RUN/model/`` (and the merged model for LoRA when asked) and ``RUN/summary.json``.
+
+The re-selection machinery itself lives in :mod:`iterit.reselection`, so it also drops into a user's own
+``Trainer``; this module adds files, settings and the run folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import TrainingArguments
+
+from iterit.config import DataArgs, RenderArgs
+from iterit.data import Sample
+from iterit.errors import IterITError, missing_extra
+from iterit.reselection import (
+    STATE_FILE,
+    STRATEGIES,
+    IterITTrainer,
+    PaddingCollator,
+    ReselectionCallback,
+    Reselector,
+    ResponseOnlyDataset,
+    SelectionSampler,
+    clamp_pool_size,
+    score_with,
+    take_rows,
+    valid_count,
+)
+from iterit.scoring import ScoreTable
+from iterit.storage import check_writable, read_table, write_json
+
+logger = logging.getLogger(__name__)
+
+POOLS = ("frozen", "rolling")
+TABLE_FORMATS = ("parquet", "jsonl")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _help(text: str, **extra: Any) -> dict:
+    return {"help": text, **extra}
+
+
+@dataclass
+class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
+    """``iterit train``: every Hugging Face ``TrainingArguments`` field plus the selection settings.
+
+    ``output_dir`` (the Trainer's checkpoints) defaults to ``<out>/checkpoints``; ``--epochs`` is
+    ``num_train_epochs``. Defaults that differ from ``TrainingArguments`` say why.
+    """
+
+    model: str = field(default="", metadata=_help("a local model folder or a cached Hugging Face id (required)"))
+    out: str = field(default="", metadata=_help("the run folder: model/, config.yaml, epochs/<e>/, summary.json (required)"))
+    strategy: str = field(
+        default="iterit",
+        metadata=_help("iterit (re-scored IFD x diversity) | ifd-iterative (re-scored IFD) | static (iterit once) "
+                       "| ifd (once) | random | longest | full"),
+    )
+    ratio: float = field(default=0.05, metadata=_help("samples per epoch: a share of the data (<= 1; the paper: 0.05) or a count (> 1)"))
+    update_ratio: float = field(default=3.0, metadata=_help("the re-scored pool holds update_ratio x budget samples (the paper: 3)"))
+    pool: str = field(default="frozen", metadata=_help("frozen (the reference: fixed after epoch 0) | rolling (re-ranked by the latest scores each epoch)"))
+    decay: float = field(default=0.1, metadata=_help("weight kept by an n-gram per picked response that covers it (the paper: 0.1)"))
+    threshold: float = field(default=1.0, metadata=_help("candidates need IFD below this (>= 1: the instruction does not help)"))
+    scores: str | None = field(default=None, metadata=_help("epoch-0 scores from `iterit score` for this model and data (skips scoring)"))
+    lora_r: int = field(default=0, metadata=_help("LoRA rank; 0 trains all weights (needs iterit[lora] when > 0)"))
+    lora_alpha: int = field(default=16, metadata=_help("LoRA scaling numerator (peft's default)"))
+    lora_dropout: float = field(default=0.05, metadata=_help("dropout on the LoRA branch"))
+    lora_target_modules: str = field(default="all-linear", metadata=_help("comma list of module names, or all-linear"))
+    merge_lora: bool = field(default=False, metadata=_help("also save the adapter merged into the base weights as model/"))
+    max_batch_tokens: int = field(default=16384, metadata=_help("tokens per scoring batch (padding included); lower it on out-of-memory"))
+    dtype: str = field(default="auto", metadata=_help("weights dtype: auto (bfloat16 for LoRA with --bf16, else float32 master weights) | float32 | bfloat16 | float16"))
+    table_format: str = field(default="parquet", metadata=_help("parquet | jsonl for the per-epoch scores and selections"))
+    resume: bool = field(default=False, metadata=_help("continue a killed run from its last finished checkpoint"))
+    quiet: bool = field(default=False, metadata=_help("no progress bars (for logs)"))
+    # Overridden TrainingArguments defaults.
+    learning_rate: float = field(default=2e-5, metadata=_help("peak learning rate (the paper: 2e-5 for full fine-tuning)"))
+    save_strategy: str = field(default="epoch", metadata=_help("checkpoint at each epoch end, so --resume continues from the last finished epoch"))
+    save_total_limit: int | None = field(default=2, metadata=_help("checkpoints kept (2: the last and the one before, in case the last was cut)"))
+    logging_steps: float = field(default=1, metadata=_help("log the loss every step (the per-epoch train loss is their mean)"))
+    remove_unused_columns: bool = field(default=False, metadata=_help("keep the collator's columns (our dataset has only model inputs)"))
+
+    def __post_init__(self) -> None:
+        if not self.output_dir and self.out:
+            self.output_dir = str(Path(self.out) / "checkpoints")
+        if self.quiet:
+            self.disable_tqdm = True
+        super().__post_init__()
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced.
+
+    Attributes:
+        run_dir: the run folder. model_dir: the saved model (load with ``AutoModelForCausalLM``).
+        budget: B. pool_size: u x B after clamping. epochs: per-epoch dynamics, loss and timings.
+        max_steps: optimizer steps of the one learning-rate schedule.
+    """
+
+    run_dir: Path
+    model_dir: Path
+    budget: int
+    pool_size: int
+    epochs: list[dict[str, Any]]
+    max_steps: int
+    selections: list[list[int]] = field(default_factory=list)
+
+
+def train(config: TrainConfig) -> RunResult:
+    """Fine-tune ``config.model`` on ``config.data`` with ``config.strategy``; see the module docstring."""
+    validate_config(config)
+    run = Path(config.out)
+    check_writable(run)
+    write_resolved_config(config, run / "config.yaml")
+
+    model, tokenizer = load_model(config)
+    samples = load_data(config)
+    rendered = render_all(config, tokenizer, samples)
+    checkpoint = find_resume_checkpoint(config) if config.resume else None
+
+    base = epoch0_scores(config, model, tokenizer, samples, run)
+    budget = resolve_budget(config, samples, base)
+    rescores = STRATEGIES[config.strategy].rescore
+    pool_size = clamp_pool_size(config.update_ratio, budget, base) if rescores else budget
+    logger.info("budget %d of %d samples (%d valid); pool %d", budget, len(samples), valid_count(base), pool_size)
+
+    reselector = Reselector(
+        samples, base, budget, config.strategy, config.pool, pool_size,
+        score_fn=scoring_function(config, tokenizer), select_fn=selection_function(),
+        select_options={"threshold": config.threshold, "decay": config.decay, "seed": config.seed},
+    )
+    first = reselector.first()
+    sampler = SelectionSampler(first.selection.indices, seed=config.data_seed if config.data_seed is not None else config.seed)
+    lengths = (np.array([len(r.input_ids) for r in rendered]), np.array([r.n_response_tokens for r in rendered]))
+    callback = ReselectionCallback(reselector, sampler, first, run_dir=run, table_suffix=f".{config.table_format}",
+                                   lengths=lengths)
+    if checkpoint is not None:
+        callback.load_state_dict(json.loads((checkpoint / STATE_FILE).read_text()))
+
+    trainer = IterITTrainer(
+        model=model, args=config, train_dataset=ResponseOnlyDataset(rendered),
+        data_collator=PaddingCollator(pad_token_id(tokenizer)), processing_class=tokenizer,
+        callbacks=[callback], selection_sampler=sampler,
+    )
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    model_dir = save_final_model(config, trainer, tokenizer, run)
+    result = RunResult(run, model_dir, budget, pool_size, callback.history, trainer.state.max_steps,
+                       selections=selections_by_epoch(callback))
+    if trainer.is_world_process_zero():
+        write_summary(config, result, samples, base, run / "summary.json")
+    return result
+
+
+# ---------------------------------------------------------------- settings
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Every problem with the settings, in one message."""
+    problems = []
+    if not config.model:
+        problems.append("--model is required")
+    if not config.data:
+        problems.append("--data is required (one or more files)")
+    if not config.out:
+        problems.append("--out is required (the run folder)")
+    if config.strategy not in STRATEGIES:
+        problems.append(f"--strategy '{config.strategy}' is not one of {', '.join(STRATEGIES)}")
+    if config.pool not in POOLS:
+        problems.append(f"--pool '{config.pool}' is not one of {', '.join(POOLS)}")
+    if config.table_format not in TABLE_FORMATS:
+        problems.append(f"--table-format '{config.table_format}' is not one of {', '.join(TABLE_FORMATS)}")
+    if config.dtype not in DTYPES:
+        problems.append(f"--dtype '{config.dtype}' is not one of {', '.join(DTYPES)}")
+    if not config.ratio > 0 or (config.ratio > 1 and config.ratio != int(config.ratio)):
+        problems.append(f"--ratio {config.ratio}: give a share in (0, 1] or a whole count > 1")
+    if config.update_ratio < 1:
+        problems.append(f"--update-ratio {config.update_ratio}: the pool must hold at least the budget (>= 1)")
+    if config.lora_r < 0:
+        problems.append(f"--lora-r {config.lora_r}: must be >= 0 (0 = no LoRA)")
+    if config.max_steps > 0:
+        problems.append("--max-steps: the schedule is sized from the budget and --epochs; leave --max-steps unset")
+    if config.num_train_epochs != int(config.num_train_epochs) or config.num_train_epochs < 1:
+        problems.append(f"--epochs {config.num_train_epochs}: give a whole number of epochs >= 1")
+    if problems:
+        raise IterITError("; ".join(problems))
+
+
+def write_resolved_config(config: TrainConfig, path: Path) -> None:
+    """Every resolved setting (ours and the Trainer's), as YAML; rank 0 only."""
+    import yaml
+
+    from iterit.storage import atomic_open
+
+    if config.process_index != 0:
+        return
+    settings = json.loads(json.dumps(config.to_dict(), default=str))
+    logger.info("resolved config: %s", json.dumps(settings, sort_keys=True))
+    with atomic_open(path) as handle:
+        handle.write("# iterit train: every resolved setting; rerun with `iterit train " + str(path) + "`\n")
+        yaml.safe_dump(settings, handle, sort_keys=False)
+
+
+def resolve_budget(config: TrainConfig, samples: list[Sample], table: ScoreTable) -> int:
+    """B from ``--ratio`` (a share or a count); ``full`` takes every valid sample."""
+    valid = valid_count(table)
+    if config.strategy == "full":
+        return valid
+    budget = int(config.ratio) if config.ratio > 1 else max(1, round(config.ratio * len(samples)))
+    if budget > len(samples):
+        raise IterITError(f"--ratio {config.ratio:g}: a budget of {budget} is more than the {len(samples)} samples "
+                          "in --data; give a share <= 1 or a smaller count")
+    if budget > valid:
+        reasons = _reason_counts(table)
+        raise IterITError(f"--ratio {config.ratio:g}: a budget of {budget} but only {valid} of {len(samples)} samples "
+                          f"can be scored ({reasons}); lower --ratio, raise --max-length, or add data")
+    return budget
+
+
+def _reason_counts(table: ScoreTable) -> str:
+    counts: dict[str, int] = {}
+    for reason in table.reasons:
+        if reason is not None:
+            counts[reason] = counts.get(reason, 0) + 1
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())) or "no reason recorded"
+
+
+# ---------------------------------------------------------------- model and data
+
+
+def load_model(config: TrainConfig) -> tuple[Any, Any]:
+    """The model (wrapped with LoRA when ``--lora-r`` > 0) and its tokenizer, with a clear error."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(config.dtype)
+    if dtype is None:  # auto: float32 master weights, except LoRA with bf16 where the base stays frozen
+        dtype = torch.bfloat16 if config.lora_r and config.bf16 else torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.model)
+        model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
+    except (OSError, ValueError, KeyError) as err:
+        raise IterITError(f"--model {config.model}: cannot be loaded ({str(err).splitlines()[0]}); give a folder "
+                          "with config.json, weights and a tokenizer, or a Hugging Face id in the local cache") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if config.lora_r:
+        model = add_lora(model, config)
+    return model, tokenizer
+
+
+def add_lora(model: Any, config: TrainConfig) -> Any:
+    """Wrap ``model`` in a peft LoRA adapter; only the adapter trains."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise missing_extra("peft", "lora") from None
+    targets = config.lora_target_modules
+    lora = LoraConfig(
+        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, task_type="CAUSAL_LM",
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
+    )
+    return get_peft_model(model, lora)
+
+
+def load_data(config: TrainConfig) -> list[Sample]:
+    from iterit.data import load_samples
+
+    loaded = load_samples(config.data, format=config.format, columns=config.columns, system_prompt=config.system_prompt,
+                          skip_invalid=config.skip_invalid, dedup=config.dedup)
+    if not loaded.samples:
+        raise IterITError(f"--data {' '.join(config.data)}: no samples to train on")
+    return loaded.samples
+
+
+def render_all(config: TrainConfig, tokenizer: Any, samples: list[Sample]) -> list:
+    from iterit.render import render_samples
+
+    return render_samples(tokenizer, samples, template=config.template, max_length=config.max_length,
+                          system_prompt=config.system_prompt)
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+# ---------------------------------------------------------------- scores and selection
+
+
+def scoring_function(config: TrainConfig, tokenizer: Any):
+    """``score_fn(model, samples)`` with this run's rendering and batching."""
+    from iterit.scoring import score_samples
+
+    return functools.partial(_score, score_samples, tokenizer=tokenizer, template=config.template,
+                             max_length=config.max_length, max_batch_tokens=config.max_batch_tokens,
+                             system_prompt=config.system_prompt, progress=not config.quiet)
+
+
+def _score(score_samples, model, samples, **options) -> ScoreTable:
+    return score_samples(model, options.pop("tokenizer"), samples, **options)
+
+
+def selection_function():
+    from iterit.selection import select_samples
+
+    return select_samples
+
+
+def epoch0_scores(config: TrainConfig, model: Any, tokenizer: Any, samples: list[Sample], run: Path) -> ScoreTable:
+    """Scores of every sample under the base model: ``--scores``, a resumed run's own, or computed now.
+
+    Strategies that ignore IFD (random, longest, full) are still scored, so every run's epoch 0 has the same
+    table and the report can compare IFD across strategies.
+    """
+    if config.scores:
+        return read_scores_for(Path(config.scores), samples, "--scores")
+    own = run / "epochs" / "0" / f"scores.{config.table_format}"
+    if config.resume and own.exists():
+        logger.info("resuming: reusing the epoch-0 scores in %s", own)
+        return read_scores_for(own, samples, str(own))
+    model.to(config.device)
+    return score_with(model, scoring_function(config, tokenizer), samples)
+
+
+def read_scores_for(path: Path, samples: list[Sample], flag: str) -> ScoreTable:
+    """A score table aligned to ``samples`` by id; an error when the ids do not match."""
+    rows, meta = read_table(path)
+    table = ScoreTable.from_rows(rows, stats=meta)
+    position = {sample_id: row for row, sample_id in enumerate(table.ids)}
+    missing = [s.id for s in samples if s.id not in position]
+    if missing:
+        raise IterITError(f"{flag} {path}: {len(missing)} of {len(samples)} samples have no score (first: '{missing[0]}'); "
+                          "score the same --data with `iterit score`")
+    return take_rows(table, np.array([position[s.id] for s in samples], dtype=np.int64))
+
+
+# ---------------------------------------------------------------- resume and outputs
+
+
+def find_resume_checkpoint(config: TrainConfig) -> Path | None:
+    """The newest checkpoint that finished saving (its re-selection state, written last, is present)."""
+    folder = Path(config.output_dir)
+    candidates = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    complete = [c for c in candidates if (c / STATE_FILE).exists()]
+    if not complete:
+        logger.warning("--resume: no finished checkpoint in %s; starting from the beginning", folder)
+        return None
+    logger.info("--resume: continuing from %s", complete[-1])
+    return complete[-1]
+
+
+def save_final_model(config: TrainConfig, trainer: IterITTrainer, tokenizer: Any, run: Path) -> Path:
+    """``RUN/model``: the trained model (or LoRA adapter; merged when ``--merge-lora``) + tokenizer."""
+    model_dir = run / "model"
+    if not config.lora_r or not config.merge_lora:
+        trainer.save_model(str(model_dir))
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(model_dir)
+        return model_dir
+    trainer.save_model(str(run / "adapter"))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(run / "adapter")
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+def selections_by_epoch(callback: ReselectionCallback) -> list[list[int]]:
+    picks = [p for p in (callback.first, callback.previous, callback.current) if p is not None]
+    by_epoch = {p.epoch: p.selection.indices.tolist() for p in picks}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def write_summary(config: TrainConfig, result: RunResult, samples: list[Sample], base: ScoreTable, path: Path) -> None:
+    totals = {key: float(sum(e.get(key) or 0.0 for e in result.epochs)) for key in ("score_s", "select_s", "train_s")}
+    write_json(path, {
+        "strategy": config.strategy, "pool": config.pool, "samples": len(samples), "valid": valid_count(base),
+        "budget": result.budget, "pool_size": result.pool_size, "update_ratio": config.update_ratio,
+        "epochs": result.epochs, "max_steps": result.max_steps, "timings": totals,
+        "model_dir": str(result.model_dir),
+    })
+
+
+def steps_per_epoch(budget: int, per_device_batch_size: int, world_size: int, accumulation: int) -> int:
+    """Optimizer steps per epoch as the Trainer computes them for a sampler of length ``budget``.
+
+    accelerate deals whole batches to ranks (``ceil(batches / world)`` per rank, padding the last round),
+    and the Trainer makes a shorter final accumulation step when the epoch's batches are not a multiple of
+    ``accumulation``: ``ceil(ceil(B / (batch x world)) / accumulation)``.
+    """
+    batches_per_rank = math.ceil(math.ceil(budget / per_device_batch_size) / world_size)
+    return max(1, math.ceil(batches_per_rank / accumulation))

@@ -1,0 +1,313 @@
+"""Training with re-selection: the sampler, the callback inside a real Trainer, and the `train` recipe.
+
+All runs use the session's tiny Llama on CPU with budgets of 8-16 samples, max_length 128 and 2 epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iterit.data import Sample
+from iterit.errors import IterITError
+from iterit.render import RenderedSample
+from iterit.reselection import (
+    STRATEGIES,
+    PaddingCollator,
+    ReselectionCallback,
+    Reselector,
+    ResponseOnlyDataset,
+    SelectionSampler,
+    clamp_pool_size,
+    install_reselection,
+    put_rows,
+    take_rows,
+)
+from iterit.scoring import ScoreTable
+from iterit.selection import Selection
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = "apple river green stone light house garden window silver yellow market winter summer forest".split()
+
+
+def make_samples(n: int) -> list[Sample]:
+    """Small arithmetic and echo tasks with responses of varied length, from two sources."""
+    samples = []
+    for i in range(n):
+        words = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(1 + i % 5))
+        if i % 2:
+            question, answer = f"What is {i} plus {i * 3 % 17}?", str(i + i * 3 % 17)
+        else:
+            question, answer = f"Repeat the words: {words}", words
+        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        samples.append(Sample(f"s{i}", messages, "math" if i % 2 else "echo", "messages", i))
+    return samples
+
+
+# ---------------------------------------------------------------- seams (stand-ins passed in explicitly)
+
+
+def chat_render(tokenizer, samples, max_length=128) -> list[RenderedSample]:
+    """Chat-template rendering with the response span; the seam for the dataset of a plain Trainer."""
+    rendered = []
+    for sample in samples:
+        ids = tokenizer.apply_chat_template(sample.messages, tokenize=True, return_dict=False)[:max_length]
+        prompt = tokenizer.apply_chat_template(sample.prompt_messages, tokenize=True, add_generation_prompt=True,
+                                               return_dict=False)
+        prior = tokenizer.apply_chat_template([sample.messages[-1]], tokenize=True, return_dict=False)
+        rendered.append(RenderedSample(list(ids), (len(prompt), len(ids)), list(prior), (1, len(prior))))
+    return rendered
+
+
+def response_loss_scorer(tokenizer):
+    """score_fn(model, samples): IFD from the model's real response losses (conditioned vs alone)."""
+
+    def mean_loss(model, ids, span):
+        tensor = torch.tensor([ids], device=model.device)
+        logits = model(input_ids=tensor).logits[0, span[0] - 1:span[1] - 1]
+        return torch.nn.functional.cross_entropy(logits.float(), tensor[0, span[0]:span[1]]).item()
+
+    def score(model, samples):
+        rendered = chat_render(tokenizer, samples)
+        cond = np.array([mean_loss(model, r.input_ids, r.span) for r in rendered])
+        prior = np.array([mean_loss(model, r.prior_ids, r.prior_span) for r in rendered])
+        n = len(samples)
+        return ScoreTable([s.id for s in samples], [s.source for s in samples], np.exp(cond - prior), cond, prior,
+                          np.array([r.n_response_tokens for r in rendered]), np.zeros(n, bool), [None] * n)
+
+    return score
+
+
+def top_ifd_selector(samples, table, budget, *, strategy="iterit", candidates=None, seed=0, **options) -> Selection:
+    """select_fn seam: the highest IFD among the candidates (random picks for 'random')."""
+    pool = np.arange(len(samples)) if candidates is None else np.asarray(candidates)
+    pool = pool[np.isfinite(table.ifd[pool])]
+    if strategy == "random":
+        order = np.random.default_rng(seed).permutation(len(pool))
+    else:
+        order = np.lexsort((pool, -table.ifd[pool]))
+    picks = pool[order][:budget]
+    nan = np.full(len(picks), np.nan)
+    return Selection(picks, table.ifd[picks], nan, table.ifd[picks], params={"strategy": strategy})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: the tiny model is too small to gain from more, and on a busy 2-core machine
+    oversubscribed threads made each forward pass ~50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    return tokenizer, lambda: AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+
+
+def plain_trainer(model, tokenizer, rendered, out, **overrides):
+    from transformers import Trainer, TrainingArguments
+
+    settings = dict(output_dir=str(out), num_train_epochs=2, per_device_train_batch_size=4, learning_rate=1e-2,
+                    logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
+                    remove_unused_columns=False, seed=0)
+    settings.update(overrides)
+    return Trainer(model=model, args=TrainingArguments(**settings), train_dataset=ResponseOnlyDataset(rendered),
+                   data_collator=PaddingCollator(tokenizer.pad_token_id))
+
+
+# ---------------------------------------------------------------- components
+
+
+def test_sampler_yields_the_selection_shuffled_per_epoch_with_a_fixed_length():
+    sampler = SelectionSampler([5, 9, 2, 7, 11, 3], seed=1)
+    first = list(sampler)
+    assert sorted(first) == [2, 3, 5, 7, 9, 11] and len(sampler) == 6
+    assert list(sampler) == first  # same epoch, same order
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert sorted(second) == sorted(first) and second != first
+    sampler.set_selection([0, 1, 4, 6, 8, 10])
+    assert sorted(sampler) == [0, 1, 4, 6, 8, 10] and len(sampler) == 6
+    with pytest.raises(ValueError, match="budget of 6"):
+        sampler.set_selection([1, 2])
+
+
+def test_dataset_puts_loss_on_the_response_only_and_collator_pads_right(tiny):
+    tokenizer, _ = tiny
+    rendered = chat_render(tokenizer, make_samples(3))
+    dataset = ResponseOnlyDataset(rendered)
+    item = dataset[0]
+    start, end = rendered[0].span
+    assert item["labels"][:start] == [-100] * start
+    assert item["labels"][start:end] == item["input_ids"][start:end]
+    batch = PaddingCollator(tokenizer.pad_token_id)([dataset[0], dataset[1], dataset[2]])
+    lengths = [len(r.input_ids) for r in rendered]
+    for row, length in enumerate(lengths):
+        assert batch["attention_mask"][row].tolist() == [1] * length + [0] * (max(lengths) - length)
+        assert (batch["labels"][row, length:] == -100).all()
+        assert (batch["input_ids"][row, length:] == tokenizer.pad_token_id).all()
+
+
+def test_score_table_rows_round_trip():
+    table = ScoreTable(["a", "b", "c"], ["x", "y", "x"], np.array([0.5, np.nan, 0.9]), np.ones(3), np.ones(3),
+                       np.array([3, 4, 5]), np.zeros(3, bool), [None, "empty response", None])
+    part = take_rows(table, np.array([2, 0]))
+    assert part.ids == ["c", "a"] and part.ifd.tolist() == [0.9, 0.5]
+    part.ifd[:] = [0.1, 0.2]
+    merged = put_rows(table, np.array([2, 0]), part)
+    assert merged.ifd[[0, 2]].tolist() == [0.2, 0.1] and np.isnan(merged.ifd[1])
+    assert table.ifd[0] == 0.5  # the original is untouched
+
+
+def test_pool_size_is_clamped_to_the_valid_samples_and_says_so(caplog):
+    table = ScoreTable([str(i) for i in range(10)], ["s"] * 10, np.r_[np.linspace(0.1, 0.9, 8), np.nan, np.nan],
+                       np.ones(10), np.ones(10), np.ones(10, int), np.zeros(10, bool), [None] * 8 + ["x", "x"])
+    assert clamp_pool_size(3, 2, table) == 6
+    with caplog.at_level(logging.WARNING, logger="iterit.reselection"):
+        assert clamp_pool_size(3, 4, table) == 8
+    assert "exceeds the 8 valid samples" in caplog.text
+
+
+def test_frozen_pool_is_the_head_of_the_epoch0_ranking_and_rolling_reranks(tiny):
+    tokenizer, load = tiny
+    samples = make_samples(24)
+    score = response_loss_scorer(tokenizer)
+    model = load().eval()
+    with torch.no_grad():
+        base = score(model, samples)
+    frozen = Reselector(samples, base, 4, "iterit", "frozen", 12, score, top_ifd_selector)
+    first = frozen.first()
+    assert len(frozen.frozen_pool_) == 12
+    assert frozen.frozen_pool_[:4].tolist() == first.selection.indices.tolist()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        for parameter in model.parameters():  # a different model: the pool's scores change
+            parameter.add_(0.05 * torch.randn_like(parameter))
+        second = frozen.next(1, model, first)
+    assert set(second.selection.indices) <= set(frozen.frozen_pool_) and second.pool.tolist() == frozen.frozen_pool_.tolist()
+    rolling = Reselector(samples, frozen.table, 4, "iterit", "rolling", 12, score, top_ifd_selector)
+    expected_pool = top_ifd_selector(samples, frozen.table, 12).indices
+    with torch.no_grad():
+        third = rolling.next(2, model, second)
+    assert third.pool.tolist() == expected_pool.tolist()
+
+
+# ---------------------------------------------------------------- inside a plain Trainer
+
+
+def test_install_reselection_in_a_plain_trainer_changes_iterit_picks_between_epochs(tiny, tmp_path):
+    tokenizer, load = tiny
+    samples = make_samples(32)
+    model = load()
+    trainer = plain_trainer(model, tokenizer, chat_render(tokenizer, samples), tmp_path / "ckpt")
+    callback = install_reselection(trainer, samples, budget=8, score_fn=response_loss_scorer(tokenizer),
+                                   select_fn=top_ifd_selector, strategy="iterit", update_ratio=3,
+                                   run_dir=tmp_path / "run")
+    seen: list[list[int]] = []
+    original_iter = SelectionSampler.__iter__
+
+    def recording_iter(self):
+        order = list(original_iter(self))
+        seen.append(order)
+        return iter(order)
+
+    SelectionSampler.__iter__ = recording_iter
+    try:
+        trainer.train()
+    finally:
+        SelectionSampler.__iter__ = original_iter
+    assert [entry["epoch"] for entry in callback.history] == [0, 1]
+    assert len(seen) == 2 and all(len(order) == 8 for order in seen)
+    assert sorted(seen[0]) == sorted(callback.first.selection.indices.tolist())
+    assert sorted(seen[1]) == sorted(callback.current.selection.indices.tolist())
+    assert set(seen[1]) != set(seen[0])  # re-scored after an epoch at lr 1e-2: the hard samples moved
+    assert set(seen[1]) <= set(callback.reselector.frozen_pool_.tolist())
+    assert trainer.state.max_steps == 2 * math.ceil(8 / 4)
+    assert model.training  # the re-scoring put it back in train mode
+    for epoch in (0, 1):
+        folder = tmp_path / "run" / "epochs" / str(epoch)
+        assert (folder / "selection.parquet").exists() and (folder / "metrics.json").exists()
+    dynamics = json.loads((tmp_path / "run" / "epochs" / "1" / "dynamics.json").read_text())
+    assert 0 <= dynamics["overlap_with_previous"] < 1 and dynamics["pool_size"] == 24
+
+
+def test_static_strategy_keeps_the_same_picks(tiny, tmp_path):
+    tokenizer, load = tiny
+    samples = make_samples(24)
+    trainer = plain_trainer(load(), tokenizer, chat_render(tokenizer, samples), tmp_path / "ckpt")
+    callback = install_reselection(trainer, samples, budget=8, score_fn=response_loss_scorer(tokenizer),
+                                   select_fn=top_ifd_selector, strategy="static")
+    trainer.train()
+    assert callback.current.epoch == 1
+    assert callback.current.selection.indices.tolist() == callback.first.selection.indices.tolist()
+    assert callback.history[1]["overlap_with_previous"] == 1.0 and callback.history[1]["scored"] == 0
+
+
+@pytest.mark.parametrize("accumulation", [1, 3])
+def test_one_lr_schedule_spans_all_epochs_sized_from_the_budget(tiny, tmp_path, accumulation):
+    from iterit.training import steps_per_epoch
+
+    tokenizer, load = tiny
+    samples = make_samples(40)
+    trainer = plain_trainer(load(), tokenizer, chat_render(tokenizer, samples), tmp_path / "ckpt",
+                            per_device_train_batch_size=2, gradient_accumulation_steps=accumulation,
+                            lr_scheduler_type="linear", warmup_steps=1)
+    install_reselection(trainer, samples, budget=10, score_fn=response_loss_scorer(tokenizer),
+                        select_fn=top_ifd_selector, strategy="iterit", update_ratio=2)
+    trainer.train()
+    expected = 2 * steps_per_epoch(10, 2, 1, accumulation)  # 5 batches: 5 steps, or 2 steps (3 + a short 2)
+    assert trainer.state.max_steps == expected == trainer.state.global_step
+    assert trainer.lr_scheduler.last_epoch == expected  # one schedule, stepped once per optimizer step
+    assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # decayed to 0 at the very end
+
+
+def test_non_finite_loss_stops_before_the_optimizer_step(tiny, tmp_path):
+    tokenizer, load = tiny
+    samples = make_samples(16)
+    model = load()
+    trainer = plain_trainer(model, tokenizer, chat_render(tokenizer, samples), tmp_path / "ckpt", save_strategy="epoch")
+    install_reselection(trainer, samples, budget=8, score_fn=response_loss_scorer(tokenizer),
+                        select_fn=top_ifd_selector, strategy="static")
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] = float("nan")
+    before = model.model.layers[0].mlp.up_proj.weight.clone()
+    with pytest.raises(IterITError, match="non-finite at step 1"):
+        trainer.train()
+    assert torch.equal(model.model.layers[0].mlp.up_proj.weight, before)  # no step taken with NaN gradients
+    assert not list((tmp_path / "ckpt").glob("checkpoint-*"))  # and nothing saved
+
+
+def test_every_strategy_is_known():
+    assert set(STRATEGIES) == {"iterit", "ifd-iterative", "static", "ifd", "random", "longest", "full"}
+    assert [name for name, s in STRATEGIES.items() if s.rescore] == ["iterit", "ifd-iterative"]
+
+
+def test_callback_state_restores_the_selection(tiny):
+    tokenizer, load = tiny
+    samples = make_samples(20)
+    score = response_loss_scorer(tokenizer)
+    with torch.no_grad():
+        base = score(load().eval(), samples)
+    reselector = Reselector(samples, base, 5, "iterit", "frozen", 10, score, top_ifd_selector)
+    first = reselector.first()
+    sampler = SelectionSampler(first.selection.indices)
+    callback = ReselectionCallback(reselector, sampler, first)
+    callback.current = Reselector(samples, base, 5, "random", "frozen", 10, score, top_ifd_selector).first()
+    state = json.loads(json.dumps(callback.state_dict()))
+    fresh_sampler = SelectionSampler(first.selection.indices)
+    fresh = ReselectionCallback(Reselector(samples, base, 5, "iterit", "frozen", 10, score, top_ifd_selector),
+                                fresh_sampler, first)
+    fresh.load_state_dict(state)
+    assert fresh_sampler.indices.tolist() == callback.current.selection.indices.tolist()
+    assert fresh.reselector.frozen_pool_.tolist() == reselector.frozen_pool_.tolist()
