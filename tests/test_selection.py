@@ -263,8 +263,11 @@ def test_select_command_end_to_end(tmp_path):
     assert len(selection.indices) == 2 and selection.summary["unfilled"] == 2
     assert "strategy iterit: 2 selected of 6 candidates (8 samples)" in text
     assert "2 of the budget left unfilled" in text
+    assert "exact duplicates in the data: 0 (kept" in text
     assert json.loads(out.read_text()) == [loaded.samples[i].record for i in selection.indices]
     with pytest.raises(IterITError, match="--out"):
         select_command([str(data)], str(scores_path), "2", "ifd", str(tmp_path / "subset.csv"))
     with pytest.raises(IterITError, match="--budget"):
         select_command([str(data)], str(scores_path), "lots", "ifd", str(out))
+    with pytest.raises(IterITError, match="--ngram-max"):
+        select_command([str(data)], str(scores_path), "2", "iterit", str(out), ngram_max=0)

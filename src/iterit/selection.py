@@ -483,6 +483,8 @@ def select_command(
     manifest_path(out)
     check_writable(out)
     _check_strategy(strategy, scores_path is not None, decay)
+    if not isinstance(ngram_max, int) or ngram_max < 1:
+        raise IterITError(f"--ngram-max: {ngram_max!r} must be a whole number >= 1 (the reference uses 3)")
     budget_value = parse_budget(budget)
     quotas = parse_source_budget(source_budget)
     loaded = load_samples(data, **(data_options or {}))
@@ -492,6 +494,12 @@ def select_command(
         loaded.samples, scores, budget_value, strategy=strategy, threshold=threshold, decay=decay,
         seed=seed, source_budget=quotas, tfidf_options=options,
     )
+    found, removed = loaded.summary.duplicates, loaded.summary.duplicates_removed
+    selection.summary["duplicates"] = {"found": found, "removed": removed}
     manifest = write_selection(loaded.samples, selection, out)
-    text = format_summary(selection.summary) + f"\nwrote {out} and {manifest}"
+    duplicates = (
+        f"exact duplicates in the data: {found}"
+        + (f", removed before selection (--dedup): {removed}" if removed else " (kept; --dedup removes them)")
+    )
+    text = "\n".join([format_summary(selection.summary), duplicates, f"wrote {out} and {manifest}"])
     return selection, text
