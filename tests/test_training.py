@@ -311,3 +311,151 @@ def test_callback_state_restores_the_selection(tiny):
     fresh.load_state_dict(state)
     assert fresh_sampler.indices.tolist() == callback.current.selection.indices.tolist()
     assert fresh.reselector.frozen_pool_.tolist() == reselector.frozen_pool_.tolist()
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+def write_data(path: Path, n: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for sample in make_samples(n):
+            handle.write(json.dumps({"id": sample.id, "messages": sample.messages}) + "\n")
+    return path
+
+
+def recipe_config(tmp_path: Path, model_dir: Path, n: int = 32, **overrides):
+    from iterit.training import TrainConfig
+
+    settings = dict(model=str(model_dir), data=[str(write_data(tmp_path / "data.jsonl", n))], out=str(tmp_path / "run"),
+                    strategy="iterit", ratio=8, update_ratio=2, num_train_epochs=2, per_device_train_batch_size=4,
+                    learning_rate=1e-2, max_length=128, max_batch_tokens=2048, use_cpu=True, quiet=True, seed=0,
+                    threshold=10.0)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def selection_ids(run: Path, epoch: int) -> list[str]:
+    from iterit.storage import read_table
+
+    rows, _ = read_table(run / "epochs" / str(epoch) / "selection.parquet")
+    return [row["id"] for row in rows]
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_every_strategy_trains_two_epochs_and_writes_the_run_folder(tiny_model_dir, tmp_path, strategy):
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    from iterit.training import train
+
+    result = train(recipe_config(tmp_path, tiny_model_dir, n=24, strategy=strategy))
+    run = result.run_dir
+    budget = 24 if strategy == "full" else 8
+    assert result.budget == budget and len(result.epochs) == 2
+    for epoch in (0, 1):
+        ids = selection_ids(run, epoch)
+        assert len(ids) == budget == len(set(ids))
+        metrics = json.loads((run / "epochs" / str(epoch) / "metrics.json").read_text())
+        assert metrics["steps"] == math.ceil(budget / 4) and math.isfinite(metrics["mean_train_loss"])
+    assert (run / "epochs" / "0" / "scores.parquet").exists()
+    rescored = STRATEGIES[strategy].rescore
+    assert (run / "epochs" / "1" / "scores.parquet").exists() == rescored
+    if not rescored:
+        assert selection_ids(run, 1) == selection_ids(run, 0)
+    settings = yaml.safe_load((run / "config.yaml").read_text())
+    assert settings["strategy"] == strategy and settings["output_dir"] == str(run / "checkpoints")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["budget"] == budget and summary["max_steps"] == 2 * math.ceil(budget / 4)
+    AutoModelForCausalLM.from_pretrained(result.model_dir)
+
+
+def test_iterit_reselects_from_the_pool_and_records_dynamics(tiny_model_dir, tmp_path):
+    from iterit.training import train
+
+    result = train(recipe_config(tmp_path, tiny_model_dir, n=32, update_ratio=3))
+    run = result.run_dir
+    assert result.pool_size == 24
+    first, second = selection_ids(run, 0), selection_ids(run, 1)
+    assert set(first) != set(second)
+    dynamics = json.loads((run / "epochs" / "1" / "dynamics.json").read_text())
+    assert dynamics["overlap_with_previous"] == len(set(first) & set(second)) / 8
+    assert dynamics["share_not_in_epoch0_top"] == 1 - len(set(first) & set(second)) / 8
+    assert sum(dynamics["source_counts"].values()) == 8
+    from iterit.storage import read_table
+
+    scored, _ = read_table(run / "epochs" / "1" / "scores.parquet")
+    assert len(scored) == 24 and set(second) <= {row["id"] for row in scored}
+
+
+def test_rolling_pool_is_reranked_from_the_latest_scores(tiny_model_dir, tmp_path):
+    from iterit.training import train
+
+    result = train(recipe_config(tmp_path, tiny_model_dir, n=32, pool="rolling", num_train_epochs=3))
+    assert [entry["pool_size"] for entry in result.epochs[1:]] == [16, 16]
+    assert len(result.selections) == 3
+
+
+def test_pool_larger_than_the_data_is_clamped_and_logged(tiny_model_dir, tmp_path, caplog):
+    from iterit.training import train
+
+    with caplog.at_level(logging.WARNING, logger="iterit.reselection"):
+        result = train(recipe_config(tmp_path, tiny_model_dir, n=20, update_ratio=5))
+    assert result.pool_size == 20 and "exceeds the 20 valid samples" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"ratio": 50}, "budget of 50 is more than the 20 samples"),
+        ({"threshold": 1e-9}, "only 0 of 20 samples can be selected"),
+        ({"strategy": "best", "pool": "moving"}, "--strategy 'best'.*--pool 'moving'"),
+        ({"model": "/nonexistent/model"}, "--model /nonexistent/model: cannot be loaded"),
+    ],
+)
+def test_bad_settings_give_one_clear_error(tiny_model_dir, tmp_path, overrides, message):
+    from iterit.training import train
+
+    with pytest.raises(IterITError, match=message):
+        train(recipe_config(tmp_path, tiny_model_dir, n=20, **overrides))
+
+
+def test_resume_after_a_kill_gives_the_same_selections_and_weights(tiny_model_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from iterit.training import train
+
+    whole = train(recipe_config(tmp_path / "a", tiny_model_dir, n=24))
+    expected = load_file(whole.model_dir / "model.safetensors")
+    # What a kill during epoch 1 leaves: epoch 0's checkpoint, epoch 1's selection, no model and no summary.
+    run = tmp_path / "a" / "run"
+    checkpoints = sorted((run / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    shutil.rmtree(checkpoints[-1])
+    shutil.rmtree(run / "model")
+    (run / "summary.json").unlink()
+    (run / "epochs" / "1" / "metrics.json").unlink()
+    selections_before = [selection_ids(run, e) for e in (0, 1)]
+    resumed = train(recipe_config(tmp_path / "a", tiny_model_dir, n=24, resume=True))
+    assert [selection_ids(run, e) for e in (0, 1)] == selections_before
+    assert resumed.selections == whole.selections
+    weights = load_file(resumed.model_dir / "model.safetensors")
+    assert weights.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(weights[name], tensor), name
+
+
+def test_lora_adapter_scores_with_the_adapted_model_and_merges(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from iterit.training import train
+
+    result = train(recipe_config(tmp_path, tiny_model_dir, n=24, lora_r=4, lora_target_modules="q_proj,v_proj",
+                                 merge_lora=True))
+    assert (result.run_dir / "adapter" / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    changed = [n for n, p in merged.named_parameters() if not torch.equal(p, base.get_parameter(n))]
+    assert changed and all("q_proj" in n or "v_proj" in n for n in changed)
+    assert set(selection_ids(result.run_dir, 1)) != set(selection_ids(result.run_dir, 0))

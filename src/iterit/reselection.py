@@ -40,7 +40,7 @@ from transformers import Trainer, TrainerCallback
 
 from iterit.data import Sample
 from iterit.errors import IterITError
-from iterit.render import RenderedSample
+from iterit.render import IGNORE_INDEX, RenderedSample, labels_for
 from iterit.scoring import ScoreTable
 from iterit.selection import Selection
 from iterit.storage import write_json, write_table
@@ -48,7 +48,6 @@ from iterit.storage import write_json, write_table
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "iterit_reselection.json"
-IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ SelectFn = Callable[..., Selection]
 
 
 class ResponseOnlyDataset(torch.utils.data.Dataset):
-    """Every rendered sample as ``input_ids`` + ``labels``, the labels -100 outside the response span.
+    """Every rendered sample as ``input_ids`` + ``labels``, the labels -100 outside the response span (:func:`iterit.render.labels_for`).
 
     It holds the whole data set, not a subset: the sampler picks which rows an epoch sees, so the
     indices of a selection, a score table and this data set are the same numbers.
@@ -91,10 +90,7 @@ class ResponseOnlyDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, list[int]]:
         item = self.rendered[index]
-        start, end = item.span
-        labels = [IGNORE_INDEX] * len(item.input_ids)
-        labels[start:end] = item.input_ids[start:end]
-        return {"input_ids": list(item.input_ids), "labels": labels}
+        return {"input_ids": list(item.input_ids), "labels": labels_for(item)}
 
 
 @dataclass
@@ -298,8 +294,35 @@ class Reselector:
         score_s = time.perf_counter() - started
         started = time.perf_counter()
         selection = self._select(self.budget, candidates=pool)
+        if len(selection.indices) < self.budget:
+            selection = self._top_up(selection, previous.selection, pool)
         select_s = time.perf_counter() - started + ranked_s
         return EpochPick(epoch, selection, pool, pool, score_s=score_s, select_s=select_s)
+
+    def _top_up(self, selection: Selection, previous: Selection, pool: np.ndarray) -> Selection:
+        """Fill a short selection up to B, so the sampler's length (and the LR schedule) holds.
+
+        After re-scoring, pool samples can cross the IFD threshold (or fail to score), leaving fewer than B
+        candidates; the rest comes from the previous epoch's picks, then the pool, in rank order.
+        """
+        chosen = selection.indices.tolist()
+        taken = set(chosen)
+        for index in [*previous.indices.tolist(), *pool.tolist()]:
+            if len(chosen) == self.budget:
+                break
+            if index not in taken:
+                chosen.append(index)
+                taken.add(index)
+        added = len(chosen) - len(selection.indices)
+        logger.warning("only %d of the %d-sample pool qualified after re-scoring; topped up with %d earlier picks",
+                       len(selection.indices), len(pool), added)
+        fill = np.asarray(chosen[len(selection.indices):], dtype=np.int64)
+        nan = np.full(added, np.nan)
+        return Selection(
+            np.asarray(chosen, dtype=np.int64), np.r_[selection.ifd, self.table.ifd[fill]],
+            np.r_[selection.diversity, nan], np.r_[selection.score, nan],
+            params={**selection.params, "topped_up": added}, summary=selection.summary,
+        )
 
     def _current_pool(self) -> np.ndarray:
         if self.pool == "frozen":
@@ -611,7 +634,8 @@ def install_reselection(
         from iterit.selection import select_samples as select_fn
     if scores is None:
         scores = score_with(trainer.model, score_fn, samples)
-    pool_size = clamp_pool_size(update_ratio, budget, scores) if STRATEGIES[strategy].rescore else budget
+    threshold = (select_options or {}).get("threshold", 1.0)
+    pool_size = clamp_pool_size(update_ratio, budget, scores, threshold) if STRATEGIES[strategy].rescore else budget
     reselector = Reselector(
         samples, scores, budget, strategy, pool, pool_size,
         score_fn, select_fn, dict(select_options or {}),
@@ -636,15 +660,15 @@ def score_with(model: Any, score_fn: ScoreFn, samples: Sequence[Sample]) -> Scor
         model.train(was_training)
 
 
-def valid_count(table: ScoreTable) -> int:
-    """Samples that have a score (those a selection may pick)."""
-    return int(np.isfinite(table.ifd).sum())
+def valid_count(table: ScoreTable, threshold: float = math.inf) -> int:
+    """Samples a selection may pick: scored, with an IFD below ``threshold``."""
+    return int((np.isfinite(table.ifd) & (table.ifd < threshold)).sum())
 
 
-def clamp_pool_size(update_ratio: float, budget: int, table: ScoreTable) -> int:
+def clamp_pool_size(update_ratio: float, budget: int, table: ScoreTable, threshold: float = math.inf) -> int:
     """u x B, clamped to the number of valid samples (and said so)."""
     wanted = int(math.ceil(update_ratio * budget))
-    available = valid_count(table)
+    available = valid_count(table, threshold)
     if wanted > available:
         logger.warning("--update-ratio %g x budget %d = %d exceeds the %d valid samples; the pool is all %d",
                        update_ratio, budget, wanted, available, available)

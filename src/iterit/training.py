@@ -72,7 +72,7 @@ class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
         metadata=_help("iterit (re-scored IFD x diversity) | ifd-iterative (re-scored IFD) | static (iterit once) "
                        "| ifd (once) | random | longest | full"),
     )
-    ratio: float = field(default=0.05, metadata=_help("samples per epoch: a share of the data (<= 1; the paper: 0.05) or a count (> 1)"))
+    ratio: float = field(default=0.05, metadata=_help("samples per epoch: a share of the data (below 1; the paper: 0.05) or a count (2600)"))
     update_ratio: float = field(default=3.0, metadata=_help("the re-scored pool holds update_ratio x budget samples (the paper: 3)"))
     pool: str = field(default="frozen", metadata=_help("frozen (the reference: fixed after epoch 0) | rolling (re-ranked by the latest scores each epoch)"))
     decay: float = field(default=0.1, metadata=_help("weight kept by an n-gram per picked response that covers it (the paper: 0.1)"))
@@ -137,8 +137,9 @@ def train(config: TrainConfig) -> RunResult:
     base = epoch0_scores(config, model, tokenizer, samples, run)
     budget = resolve_budget(config, samples, base)
     rescores = STRATEGIES[config.strategy].rescore
-    pool_size = clamp_pool_size(config.update_ratio, budget, base) if rescores else budget
-    logger.info("budget %d of %d samples (%d valid); pool %d", budget, len(samples), valid_count(base), pool_size)
+    pool_size = clamp_pool_size(config.update_ratio, budget, base, candidate_threshold(config)) if rescores else budget
+    logger.info("budget %d of %d samples (%d candidates); pool %d", budget, len(samples),
+                candidate_count(config, base), pool_size)
 
     reselector = Reselector(
         samples, base, budget, config.strategy, config.pool, pool_size,
@@ -188,8 +189,8 @@ def validate_config(config: TrainConfig) -> None:
         problems.append(f"--table-format '{config.table_format}' is not one of {', '.join(TABLE_FORMATS)}")
     if config.dtype not in DTYPES:
         problems.append(f"--dtype '{config.dtype}' is not one of {', '.join(DTYPES)}")
-    if not config.ratio > 0 or (config.ratio > 1 and config.ratio != int(config.ratio)):
-        problems.append(f"--ratio {config.ratio}: give a share in (0, 1] or a whole count > 1")
+    if not config.ratio > 0 or (config.ratio >= 1 and config.ratio != int(config.ratio)):
+        problems.append(f"--ratio {config.ratio}: give a share below 1 (0.05) or a whole count (2600)")
     if config.update_ratio < 1:
         problems.append(f"--update-ratio {config.update_ratio}: the pool must hold at least the budget (>= 1)")
     if config.lora_r < 0:
@@ -218,26 +219,40 @@ def write_resolved_config(config: TrainConfig, path: Path) -> None:
 
 
 def resolve_budget(config: TrainConfig, samples: list[Sample], table: ScoreTable) -> int:
-    """B from ``--ratio`` (a share or a count); ``full`` takes every valid sample."""
-    valid = valid_count(table)
+    """B from ``--ratio`` (a share below 1 or a count, as ``iterit select --budget``); ``full`` takes all."""
+    from iterit.selection import resolve_budget as budget_from
+
+    valid = candidate_count(config, table)
     if config.strategy == "full":
         return valid
-    budget = int(config.ratio) if config.ratio > 1 else max(1, round(config.ratio * len(samples)))
+    budget = budget_from(config.ratio, len(samples), "--ratio")
     if budget > len(samples):
         raise IterITError(f"--ratio {config.ratio:g}: a budget of {budget} is more than the {len(samples)} samples "
-                          "in --data; give a share <= 1 or a smaller count")
+                          "in --data; give a share below 1 or a smaller count")
     if budget > valid:
-        reasons = _reason_counts(table)
         raise IterITError(f"--ratio {config.ratio:g}: a budget of {budget} but only {valid} of {len(samples)} samples "
-                          f"can be scored ({reasons}); lower --ratio, raise --max-length, or add data")
+                          f"can be selected ({_exclusions(config, table)}); lower --ratio, raise --max-length "
+                          "or --threshold, or add data")
     return budget
 
 
-def _reason_counts(table: ScoreTable) -> str:
+def candidate_count(config: TrainConfig, table: ScoreTable) -> int:
+    """Samples the strategy's rule may pick: scored, and under ``--threshold`` when it ranks by IFD."""
+    return valid_count(table, candidate_threshold(config))
+
+
+def candidate_threshold(config: TrainConfig) -> float:
+    return config.threshold if STRATEGIES[config.strategy].select in ("iterit", "ifd") else math.inf
+
+
+def _exclusions(config: TrainConfig, table: ScoreTable) -> str:
     counts: dict[str, int] = {}
     for reason in table.reasons:
         if reason is not None:
-            counts[reason] = counts.get(reason, 0) + 1
+            counts[f"no score: {reason}"] = counts.get(f"no score: {reason}", 0) + 1
+    above = int((np.isfinite(table.ifd) & (table.ifd >= candidate_threshold(config))).sum())
+    if above:
+        counts[f"ifd >= {config.threshold:g}"] = above
     return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())) or "no reason recorded"
 
 
