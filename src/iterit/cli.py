@@ -12,7 +12,7 @@ import difflib
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +183,9 @@ def _pop_flag(args: list[str], *names: str) -> bool:
 
 
 def _print(text: str) -> None:
-    print(text, flush=True)
+    """Print on the main process only: under torchrun every rank runs the same command."""
+    if _is_main_process():
+        print(text, flush=True)
 
 
 def run_inspect(config: Any) -> int:
@@ -214,18 +216,89 @@ def run_tiny_model(config: Any) -> int:
     return 0
 
 
-def _not_ready(name: str) -> Callable[[Any], int]:
-    def handler(config: Any) -> int:
-        raise IterITError(f"`iterit {name}` is not available in this build")
+def run_score(config: Any) -> int:
+    from iterit.scoring import format_summary, score_command
 
-    return handler
+    summary = score_command(
+        config.model, config.data, config.out,
+        template=config.template, max_length=config.max_length, max_batch_tokens=config.max_batch_tokens,
+        ifd_form=config.ifd_form, dtype=config.dtype, device=config.device, progress=not config.quiet,
+        **_data_options(config),
+    )
+    resumed = f" ({summary['resumed_shards']} shards resumed)" if summary.get("resumed_shards") else ""
+    _print(format_summary(summary) + f"\nwrote {summary['out']}{resumed}")
+    return 0
 
 
-run_score = _not_ready("score")
-run_select = _not_ready("select")
-run_train = _not_ready("train")
-run_eval = _not_ready("eval")
-run_report = _not_ready("report")
+def run_select(config: Any) -> int:
+    from iterit.selection import select_command
+
+    _, text = select_command(
+        config.data, config.scores, config.budget, config.strategy, config.out,
+        threshold=config.threshold, decay=config.decay, seed=config.seed, source_budget=config.source_budget,
+        ngram_max=config.ngram_max, data_options=_data_options(config),
+    )
+    _print(text)
+    return 0
+
+
+def run_train(config: Any) -> int:
+    from iterit.training import train
+
+    result = train(config)
+    lines = [f"budget {result.budget} samples per epoch, pool {result.pool_size}, {result.max_steps} optimizer steps"]
+    for number, epoch in enumerate(result.epochs):
+        loss = epoch.get("train_loss")
+        overlap = epoch.get("overlap_with_previous")
+        lines.append(
+            f"  epoch {number}: train loss {loss:.4f}" if isinstance(loss, float) else f"  epoch {number}:"
+        )
+        if isinstance(overlap, float):
+            lines[-1] += f", overlap with previous selection {overlap:.0%}"
+    lines.append(f"model saved to {result.model_dir}")
+    lines.append(_write_report_line(result.run_dir))
+    _print("\n".join(lines))
+    return 0
+
+
+def _write_report_line(run_dir: Any) -> str:
+    """Write the run's report; a missing plotting extra costs the report, never the finished run."""
+    from iterit.report import write_report
+
+    if not _is_main_process():
+        return ""
+    try:
+        paths = write_report(run_dir)
+    except IterITError as err:
+        return f"report not written: {err}"
+    return f"report: {paths.html}"
+
+
+def run_eval(config: Any) -> int:
+    from iterit.evaluation import eval_command, format_table
+
+    result = eval_command(
+        config.model, config.data, config.out, config.metrics,
+        template=config.template, max_length=config.max_length, max_new_tokens=config.max_new_tokens,
+        lm_eval=config.lm_eval, lm_eval_include=config.lm_eval_include, dtype=config.dtype, device=config.device,
+        **_data_options(config),
+    )
+    _print(format_table(result) + (f"\nwrote {config.out}" if config.out else ""))
+    return 0
+
+
+def run_report(config: Any) -> int:
+    from iterit.report import write_report
+
+    paths = write_report(config.run)
+    _print(f"wrote {paths.markdown} and {paths.html}")
+    return 0
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def run_demo(config: Any) -> int:
