@@ -248,7 +248,7 @@ def run_train(config: Any) -> int:
     result = train(config)
     lines = [f"budget {result.budget} samples per epoch, pool {result.pool_size}, {result.max_steps} optimizer steps"]
     for number, epoch in enumerate(result.epochs):
-        loss = epoch.get("train_loss")
+        loss = epoch.get("mean_train_loss")
         overlap = epoch.get("overlap_with_previous")
         lines.append(
             f"  epoch {number}: train loss {loss:.4f}" if isinstance(loss, float) else f"  epoch {number}:"
