@@ -3,6 +3,7 @@ Markdown + HTML + PNG files; the HTML rendered in headless Chromium to check tha
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -238,3 +239,35 @@ def test_summary_numbers_are_shown(tmp_path):
     make_train_run(tmp_path, epochs=2)
     markdown = write_report(tmp_path).markdown.read_text()
     assert "| timings.score_s | 1.2 |" in markdown and "| budget | 10 |" in markdown
+
+
+@pytest.mark.slow
+def test_report_of_a_real_tiny_train_run(tiny_model_dir, tmp_path):
+    import torch
+
+    from iterit.training import TrainConfig, train
+
+    data = tmp_path / "data.jsonl"
+    with open(data, "w", encoding="utf-8") as handle:
+        for i in range(32):
+            question, answer = (f"What is {i} plus {i % 7}?", str(i + i % 7)) if i % 2 else (f"Say {i} twice.", f"{i} {i}")
+            messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            handle.write(json.dumps({"id": f"s{i}", "messages": messages}) + "\n")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model gains nothing from threads; a busy machine loses a lot
+    try:
+        result = train(TrainConfig(model=str(tiny_model_dir), data=[str(data)], out=str(tmp_path / "run"),
+                                   strategy="iterit", ratio=8, update_ratio=2, num_train_epochs=2,
+                                   per_device_train_batch_size=4, learning_rate=1e-2, max_length=128,
+                                   max_batch_tokens=2048, use_cpu=True, quiet=True, seed=0, threshold=10.0))
+    finally:
+        torch.set_num_threads(threads)
+    paths = write_report(result.run_dir)
+    assert {p.stem for p in paths.plots} == TRAIN_PLOTS, paths.notes
+    for plot in paths.plots:
+        png_is_a_picture(plot)
+    run = read_train_run(result.run_dir)
+    assert [len(e.selection) for e in run.epochs] == [8, 8] and run.losses.size == 4
+    assert run.loss_source.endswith("trainer_state.json")
+    markdown = paths.markdown.read_text()
+    assert "| strategy | iterit |" in markdown and "| 1 | 8 | 16 |" in markdown

@@ -361,7 +361,7 @@ def _dynamics_blocks(run: TrainRun) -> list[Block]:
             _percent(n.get("overlap_with_previous")), _percent(n.get("share_not_in_epoch0_top")),
             _format_value(float(np.nanmean(ifd)) if ifd and np.isfinite(ifd).any() else None),
             _format_value(n.get("mean_train_loss")), _format_value(n.get("steps")), _format_value(n.get("tokens")),
-            _format_value(n.get("score_s")), _format_value(n.get("select_s")), _format_value(n.get("train_s")),
+            _seconds(n.get("score_s")), _seconds(n.get("select_s")), _seconds(n.get("train_s")),
             _format_mix(n.get("source_mix")),
         ])
     note = Text("Overlap: share of this epoch's picks also picked in the epoch before. Not in epoch-0 top-B: "
@@ -403,6 +403,10 @@ def _format_value(value: Any) -> str:
 
 def _percent(value: Any) -> str:
     return f"{100 * value:.1f}%" if isinstance(value, (int, float)) and np.isfinite(value) else "–"
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) and np.isfinite(value) else "–"
 
 
 def _format_mix(mix: Any) -> str:
