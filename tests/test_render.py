@@ -270,3 +270,13 @@ def test_span_starts_at_the_first_token_reaching_into_the_response(tokenizer, pr
         assert len(tokenizer.decode(rendered.input_ids[:start + 1])) > response_at
         assert end == len(rendered.input_ids)
         assert rendered.reason is None and start >= 1 and rendered.prior_span[0] >= 1
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(min_size=1, max_size=30), data=st.data())
+def test_fast_span_lookup_agrees_with_bisecting_all_offsets(tokenizer, text: str, data: st.DataObject) -> None:
+    """Any text (multi-byte characters split over tokens included) and any character range."""
+    encoding = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+    start = data.draw(st.integers(0, len(text) - 1))
+    end = data.draw(st.integers(start + 1, len(text)))
+    assert render.token_span(encoding, start, end) == render.token_span_from_offsets(encoding.offsets, start, end)

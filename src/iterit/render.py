@@ -248,14 +248,20 @@ class ChatRenderer:
         return response_text_span(full, prompt)
 
     def responses_alone(self, responses: list[dict[str, str]]) -> list[RenderedText]:
-        lone_turns = [[{"role": "assistant", "content": r["content"]}] for r in responses]
-        if self.lone_turn_prompt:
-            fulls = [self._try_render(turn, add_generation_prompt=False) for turn in lone_turns]
-            if all(full is not None for full in fulls):
-                texts = [response_text_span(full, self.lone_turn_prompt) for full in fulls]
-                if all(t.start > 0 for t in texts):
-                    return texts
-        return [separator_wrapped(self.tokenizer, turn[0]["content"]) for turn in lone_turns]
+        contents = [response["content"] for response in responses]
+        if not self.lone_turn_prompt:
+            return [separator_wrapped(self.tokenizer, content) for content in contents]
+        turns = [[{"role": "assistant", "content": content}] for content in contents]
+        try:
+            fulls: list[str | None] = list(self.render_batch(turns, add_generation_prompt=False))
+        except Exception:  # a content-dependent refusal: find which turns by rendering one by one
+            fulls = [self._try_render(turn, add_generation_prompt=False) for turn in turns]
+        return [self.lone_turn(full, content) for full, content in zip(fulls, contents)]
+
+    def lone_turn(self, full: str | None, content: str) -> RenderedText:
+        """The lone assistant turn's span, or the BOS-wrapped fallback for the rare turn the template refuses."""
+        text = None if full is None else response_text_span(full, self.lone_turn_prompt)
+        return text if text is not None and text.start > 0 else separator_wrapped(self.tokenizer, content)
 
     def render_batch(self, conversations: list[list[dict[str, str]]], *, add_generation_prompt: bool) -> list[str]:
         if not conversations:
@@ -325,14 +331,28 @@ class AlpacaRenderer:
 # ---------------------------------------------------------------- text + offsets -> token spans
 
 
-def token_span(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
-    """Tokens overlapping characters ``[start, end)``: from the first ending after ``start`` to the last
-    starting before ``end`` (inclusive), as an exclusive ``(first, stop)`` pair.
+def token_span(encoding: Any, start: int, end: int) -> tuple[int, int]:
+    """Tokens overlapping characters ``[start, end)`` of an encoded text, as an exclusive ``(first, stop)``.
 
-    A token merging the prompt's last characters with the response's first belongs to the response: it
-    is the first token the model has to produce. Offsets are monotone for every fast tokenizer, so two
-    bisections find the bounds.
+    From the first token ending after ``start`` to the last token starting before ``end``. A token merging
+    the prompt's last characters with the response's first belongs to the response: it is the first token
+    the model has to produce. The Rust-side ``char_to_token`` finds both ends without converting every
+    offset to Python; neighbours that share a character (bytes of one character split over two tokens)
+    are added; characters that no token covers (dropped by a normalizer) fall back to the offsets.
     """
+    first = encoding.char_to_token(start) if end > start else None
+    last = encoding.char_to_token(end - 1) if end > start else None
+    if first is None or last is None:
+        return token_span_from_offsets(encoding.offsets, start, end)
+    while first > 0 and encoding.token_to_chars(first - 1)[1] > start:
+        first -= 1
+    while last + 1 < len(encoding) and encoding.token_to_chars(last + 1)[0] < end:
+        last += 1
+    return first, last + 1
+
+
+def token_span_from_offsets(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
+    """:func:`token_span` by bisection over all offsets (they are monotone for every fast tokenizer)."""
     first = bisect.bisect_right([b for _, b in offsets], start)
     stop = bisect.bisect_left([a for a, _ in offsets], end)
     return first, max(first, stop)
@@ -343,13 +363,13 @@ def assemble(sample: Sample, text: RenderedText, full: Any, prior: RenderedText,
     """The rendered sample from both encodings: spans, truncation, and why it cannot be scored."""
     if text.problem:
         return RenderedSample([], (0, 0), [], (0, 0), reason=text.problem)
-    start, stop = token_span(full.offsets, text.start, text.end)
+    start, stop = token_span(full, text.start, text.end)
     kept = fit_conditioned(full.ids[:stop], start, max_length)
     prior_end = prior.end
     n_kept = kept.span[1] - kept.span[0]
     if 0 < n_kept < stop - start:  # the response was cut: keep the same response characters when alone
-        prior_end = min(prior.end, prior.start + full.offsets[start + n_kept - 1][1] - text.start)
-    prior_start, prior_stop = token_span(prior_enc.offsets, prior.start, prior_end)
+        prior_end = min(prior.end, prior.start + full.token_to_chars(start + n_kept - 1)[1] - text.start)
+    prior_start, prior_stop = token_span(prior_enc, prior.start, prior_end)
     prior_ids, prior_span, prior_cut = fit_prior(prior_enc.ids[:prior_stop], prior_start, max_length)
     prior_cut = prior_cut or prior_end < prior.end
     reason = unscorable_reason(sample, kept, prior_span)
