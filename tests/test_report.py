@@ -69,11 +69,17 @@ def make_train_run(root: Path, *, n: int = 90, budget: int = 10, epochs: int = 3
 
 
 def make_demo(root: Path, strategies: tuple[str, ...] = ("iterit", "random")) -> None:
-    write_json(root / "comparison.json", {"strategies": {
-        name: {"exact": 0.5 - 0.1 * k, "contains": 0.6 - 0.1 * k, "loss": 1.1 + 0.2 * k,
-               "per_family": {"add": 0.7 - 0.1 * k, "capital": 0.3}, "defective_share": 0.05 * (k + 1),
-               "duplicates_selected": k, "train_tokens": 5000, "wall_s": 12.0}
-        for k, name in enumerate(strategies)}, "seed": 0})
+    """A demo folder as `iterit demo` (iterit.demo.compare) writes it."""
+    write_json(root / "comparison.json", {
+        "settings": {"quick": True, "seed": 0, "epochs": 3, "ratio": 0.08, "pool": "rolling", "train_samples": 90,
+                     "families": ["capital", "add"]},
+        "strategies": {
+            name: {"exact": 0.5 - 0.1 * k, "contains": 0.6 - 0.1 * k, "loss": 1.1 + 0.2 * k,
+                   "per_family": {"add": 0.7 - 0.1 * k, "capital": None if k else 0.3},
+                   "defective_share": 0.05 * (k + 1), "duplicates_selected": k, "picks": 30, "train_tokens": 5000,
+                   "wall_s": 12.0, "run_dir": str(root / "runs" / name)}
+            for k, name in enumerate(strategies)},
+        "wall_s": 30.5})
     for k, name in enumerate(strategies):
         make_train_run(root / "runs" / name, strategy=name, seed=k)
 
@@ -172,8 +178,11 @@ def test_demo_report_compares_strategies_and_links_each_run(tmp_path):
     assert paths.sub_reports == [tmp_path / "runs" / s / "report.html" for s in ("iterit", "random")]
     assert all(p.exists() for p in paths.sub_reports)
     markdown = paths.markdown.read_text()
-    assert "| iterit | 0.5 | 0.6 | 1.1 |" in markdown and "| random | 0.4 | 0.5 | 1.3 |" in markdown
-    assert "| add | 0.7 | 0.6 |" in markdown
+    assert "| iterit | 0.500 | 0.600 | 1.100 | 5.0% | 0 | 30 |" in markdown
+    assert "| random | 0.400 | 0.500 | 1.300 | 10.0% | 1 | 30 |" in markdown
+    assert "| family | iterit | random |\n| --- | --- | --- |\n| capital | 0.300 | – |\n| add | 0.700 | 0.600 |" in markdown
+    assert "| settings.ratio | 0.08 |" in markdown and "| wall_s | 30.5 |" in markdown
+    assert "config.yaml" not in "\n".join(paths.notes)
     assert "[the random run's own report](runs/random/report.html)" in markdown
     png_is_a_picture(tmp_path / "plots" / "strategy_comparison.png")
 

@@ -50,6 +50,8 @@ METRIC_ALIASES = {
 # Scatter plots draw at most this many unselected points (a fixed-seed sample); the picks are always drawn.
 MAX_SCATTER_POINTS = 20000
 FULL_DEMO_STRATEGY = "iterit"
+COMPARISON_COLUMNS = ("exact", "contains", "loss", "defective_share", "duplicates_selected", "picks", "train_tokens",
+                      "wall_s")
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
@@ -637,8 +639,8 @@ def _write_demo_report(run: Path) -> ReportPaths:
             notes.append(f"runs/{name}: no report ({err})")
 
     blocks: list[Block] = [Heading(1, f"iterit demo report: {run.resolve().name}")]
-    config, config_text = _read_yaml(run / "config.yaml", notes)
-    if config:
+    if (run / "config.yaml").exists():  # the demo's settings are also in comparison.json, so no note when absent
+        config, _ = _read_yaml(run / "config.yaml", notes)
         blocks.append(Text(", ".join(f"{k} = {_format_value(v)}" for k, v in config.items() if not isinstance(v, dict))))
     blocks += [Heading(2, "Strategy comparison (held-out test)"), *_comparison_blocks(strategies, comparison, notes)]
     loss_plot = plot_loss_by_strategy(train_runs)
@@ -662,20 +664,37 @@ def _comparison_blocks(strategies: dict[str, dict[str, Any]], comparison: Any, n
     if not strategies:
         notes.append("comparison.json: absent or without strategies; the comparison is skipped")
         return [Text("No comparison.json with strategies: the held-out evaluation did not run or finish.")]
-    columns = ["exact", "contains", "loss", "defective_share", "duplicates_selected", "train_tokens", "wall_s"]
-    rows = [[name] + [_format_value(values.get(c)) for c in columns] for name, values in strategies.items()]
-    blocks: list[Block] = [Table(["strategy", *columns], rows)]
-    families = sorted({f for values in strategies.values() for f in (values.get("per_family") or {})})
+    rows = [[name] + [_format_column(column, values.get(column)) for column in COMPARISON_COLUMNS]
+            for name, values in strategies.items()]
+    blocks: list[Block] = [Table(["strategy", *COMPARISON_COLUMNS], rows), Text(
+        "exact / contains: share of held-out questions answered exactly / containing the answer; loss: mean "
+        "held-out response loss; defective_share: share of the picks whose response is wrong, swapped, "
+        "truncated or filler; duplicates_selected: picks repeating one already picked in the same epoch.")]
+    settings = comparison.get("settings") if isinstance(comparison.get("settings"), dict) else {}
+    known = [f for f in settings.get("families") or [] if isinstance(f, str)]
+    found = {f for values in strategies.values() for f in (values.get("per_family") or {})}
+    families = [f for f in known if f in found] + sorted(found - set(known))
     if families:
-        family_rows = [[f] + [_format_value((strategies[n].get("per_family") or {}).get(f)) for n in strategies]
+        family_rows = [[f] + [_format_column("exact", (strategies[n].get("per_family") or {}).get(f)) for n in strategies]
                        for f in families]
         blocks += [Text("Exact match per task family:"), Table(["family", *strategies], family_rows)]
     extra = {k: v for k, v in comparison.items() if k != "strategies" and not isinstance(v, (dict, list))}
+    extra.update(_flatten({k: v for k, v in settings.items() if k != "families"}, "settings."))
     if extra:
         blocks.append(Table(["field", "value"], [[k, _format_value(v)] for k, v in extra.items()]))
     blocks.append(Plot("strategy_comparison", "Held-out exact match, containment and loss per strategy",
                        _png_bytes(plot_strategy_comparison(strategies))))
     return blocks
+
+
+def _format_column(column: str, value: Any) -> str:
+    if column == "defective_share":
+        return _percent(value)
+    if column in ("exact", "contains", "loss") and isinstance(value, float):
+        return f"{value:.3f}"
+    if column == "wall_s":
+        return _seconds(value)
+    return _format_value(value)
 
 
 # ---------------------------------------------------------------- writing the pages
