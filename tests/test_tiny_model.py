@@ -102,3 +102,11 @@ def test_bad_corpus_and_sizes_raise_one_line_errors(tmp_path: Path) -> None:
         build_tiny_model(tmp_path / "m", corpus=[binary])
     with pytest.raises(IterITError, match="hidden_size=30 must be a positive multiple of heads=4.*--steps=-1"):
         build_tiny_model(tmp_path / "m", hidden_size=30, steps=-1)
+
+
+def test_building_leaves_the_callers_random_state_alone(tmp_path: Path) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_tiny_model(tmp_path / "m", seed=5, steps=1, block_size=16, batch_size=2)
+    assert torch.equal(torch.rand(3), expected)

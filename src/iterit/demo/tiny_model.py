@@ -235,17 +235,18 @@ def build_tiny_model(
     documents = (read_corpus(corpus) if corpus else []) + list(texts or [])
     documents = documents or builtin_corpus()
     tokenizer = train_tokenizer(documents, vocab_size)
-    torch.manual_seed(seed)
     from transformers import LlamaForCausalLM
 
     config = build_config(tokenizer, hidden_size=hidden_size, layers=layers, heads=heads,
                           max_positions=max_positions)
-    model = LlamaForCausalLM(config).eval()
     losses: list[float] = []
-    if steps:
-        losses = pretrain(model, tokenizer, documents + chat_texts(tokenizer), steps=steps, seed=seed,
-                          learning_rate=learning_rate, batch_size=batch_size, block_size=block_size)
-        logger.info("pretrained the tiny model for %d steps: loss %.3f -> %.3f", steps, losses[0], losses[-1])
+    with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's random state
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).eval()
+        if steps:
+            losses = pretrain(model, tokenizer, documents + chat_texts(tokenizer), steps=steps, seed=seed,
+                              learning_rate=learning_rate, batch_size=batch_size, block_size=block_size)
+            logger.info("pretrained the tiny model for %d steps: loss %.3f -> %.3f", steps, losses[0], losses[-1])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
