@@ -95,7 +95,7 @@ class Plan:
     train_batch_size: int = 16  # x ~120 tokens: ~2k tokens a step, as common fine-tuning recipes use
     learning_rate: float = 1e-5
     matmul_size: int = 8192
-    matmul_repeats: int = 20
+    matmul_repeats: int = 50
     dtype: str = "bfloat16"
 
 
@@ -379,9 +379,8 @@ def with_oom_fallback(run: Callable[[int], Any], batch_size: int, device: str) -
 def run_reference(model: Any, rendered: Sequence, batch_size: int, pad_id: int, needed_tokens: int, device: str,
                   meter: MemoryMeter) -> tuple[Way, np.ndarray | None]:
     """(c), with its IFD (None when even a batch of one does not fit)."""
-    reference_losses(model, rendered[:batch_size], batch_size, pad_id)  # warm-up
-
     def run(size: int) -> Any:
+        reference_losses(model, rendered[:size], size, pad_id)  # warm-up (inside: it may run out of memory too)
         return timed(device, meter, lambda: reference_losses(model, rendered, size, pad_id))
 
     outcome, used, failed = with_oom_fallback(run, batch_size, device)
@@ -402,8 +401,11 @@ def ifd_agreement(engine_ifd: np.ndarray, reference_ifd: np.ndarray | None) -> d
         return {"samples": 0, "max_relative_difference": None}
     both = np.isfinite(engine_ifd) & np.isfinite(reference_ifd)
     difference = np.abs(engine_ifd[both] - reference_ifd[both]) / np.abs(reference_ifd[both])
-    return {"samples": int(both.sum()), "max_relative_difference": float(difference.max()) if both.any() else None,
-            "median_relative_difference": float(np.median(difference)) if both.any() else None}
+    if not both.any():
+        return {"samples": 0, "max_relative_difference": None}
+    return {"samples": int(both.sum()), "max_relative_difference": float(difference.max()),
+            "median_relative_difference": float(np.median(difference)),
+            "share_within_1e-2": float((difference <= 1e-2).mean())}
 
 
 def scoring_part(plan: Plan, samples: list, tokenizer: Any, device: str, dtype: torch.dtype, peak_flops: float,
@@ -736,13 +738,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=REPO / ".bench" / "gpu_samples.jsonl")
     parser.add_argument("--tokenizer", type=Path, default=REPO / ".bench" / "tokenizer")
     parser.add_argument("--parts", default="scoring,iterating", help="which parts to run (comma-separated)")
+    sizes = parser.add_argument_group("sizes (default: the plan for --small or the full run)")
+    for name in ("score_samples", "reference_samples", "iterate_samples", "budget", "max_batch_tokens",
+                 "train_batch_size"):
+        sizes.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     return parser.parse_args(argv)
+
+
+def resolve_plan(args: argparse.Namespace) -> Plan:
+    """The plan for ``--small`` or the full run, with any size given on the command line."""
+    plan = small_plan() if args.small else Plan()
+    for name in ("score_samples", "reference_samples", "iterate_samples", "budget", "max_batch_tokens",
+                 "train_batch_size"):
+        if getattr(args, name) is not None:
+            setattr(plan, name, getattr(args, name))
+    return plan
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    plan = small_plan() if args.small else Plan()
+    plan = resolve_plan(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is visible")
@@ -756,6 +772,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "plan": asdict(plan), "data": str(args.data)}
     if "scoring" in parts:
         report["scoring"] = scoring_part(plan, samples, tokenizer, device, dtype, peak_flops, meter)
+        report["total_s"] = time.perf_counter() - started
+        write_report(args.out, report)  # part 1 is kept even if part 2 fails or runs out of time
     if "iterating" in parts:
         report["iterating"] = iterating_part(plan, samples, tokenizer, device, dtype, peak_flops, meter)
     report["total_s"] = time.perf_counter() - started
