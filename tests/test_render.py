@@ -198,6 +198,16 @@ class TestTruncation:
         assert kept_text == tokenizer.decode(whole.input_ids[start:start + 4])
         assert split(tokenizer, cut.prior_ids, cut.prior_span) == (f"{BOS}<|assistant|>\n", kept_text, "")
 
+    def test_prior_with_other_tokens_is_cut_at_the_same_character(self, tokenizer) -> None:
+        # The conversation's first response token is " plus" (merged with the prompt's space); alone,
+        # after BOS (this template refuses a lone assistant turn), it is "plus": the cut follows characters.
+        tokenizer.chat_template = USER_FIRST_TEMPLATE.split("{{ bos_token }}")[0] + SPACE_TEMPLATE
+        whole = render_sample(tokenizer, sample("Add.", "plus 5 plus 5 plus 5"))
+        cut = render_sample(tokenizer, sample("Add.", "plus 5 plus 5 plus 5"), max_length=whole.span[0] + 2)
+        assert pieces(tokenizer, cut.input_ids[cut.span[0]:]) == [" plus", " 5"]
+        assert split(tokenizer, cut.prior_ids, cut.prior_span) == (BOS, "plus 5", "")
+        assert cut.truncated and cut.reason is None
+
     def test_response_that_does_not_fit_is_flagged_and_the_prompt_keeps_its_end(self, tokenizer, whole) -> None:
         start = whole.span[0]
         for max_length in (start, start - 5):
@@ -280,3 +290,25 @@ def test_fast_span_lookup_agrees_with_bisecting_all_offsets(tokenizer, text: str
     start = data.draw(st.integers(0, len(text) - 1))
     end = data.draw(st.integers(start + 1, len(text)))
     assert render.token_span(encoding, start, end) == render.token_span_from_offsets(encoding.offsets, start, end)
+
+
+def test_real_data_spans_decode_to_the_response_exactly(tokenizer, shared_data: Path) -> None:
+    """Alpaca-GPT4 answers and multi-turn ShareGPT conversations, rendered whole and cut at 64 tokens."""
+    from iterit.data import load_samples
+
+    samples = load_samples([shared_data / "train/alpaca_gpt4_llamafactory/alpaca_en_demo.json",
+                            shared_data / "chat/fastchat/dummy_conversation.json"]).samples
+    assert max(len(s.messages) for s in samples) > 2  # multi-turn conversations are among them
+    for template in ("chat", "alpaca"):
+        for s, r in zip(samples, render_samples(tokenizer, samples, template=template)):
+            assert (r.reason, r.truncated) == (None, False)
+            assert split(tokenizer, r.input_ids, r.span)[1] == s.response + END
+            assert split(tokenizer, r.prior_ids, r.prior_span)[1] == s.response + END
+        for s, r in zip(samples, render_samples(tokenizer, samples, template=template, max_length=64)):
+            assert len(r.input_ids) <= 64 and len(r.prior_ids) <= 64
+            if r.reason is None:
+                kept = split(tokenizer, r.input_ids, r.span)[1]
+                assert kept and (s.response + END).startswith(kept.rstrip("\ufffd"))
+                assert split(tokenizer, r.prior_ids, r.prior_span)[1] == kept
+            else:
+                assert r.reason.startswith("response does not fit max_length") and r.n_response_tokens == 0

@@ -365,18 +365,33 @@ def assemble(sample: Sample, text: RenderedText, full: Any, prior: RenderedText,
         return RenderedSample([], (0, 0), [], (0, 0), reason=text.problem)
     start, stop = token_span(full, text.start, text.end)
     kept = fit_conditioned(full.ids[:stop], start, max_length)
-    prior_end = prior.end
+    prior_start, prior_stop = token_span(prior_enc, prior.start, prior.end)
     n_kept = kept.span[1] - kept.span[0]
-    if 0 < n_kept < stop - start:  # the response was cut: keep the same response characters when alone
-        prior_end = min(prior.end, prior.start + full.token_to_chars(start + n_kept - 1)[1] - text.start)
-    prior_start, prior_stop = token_span(prior_enc, prior.start, prior_end)
-    prior_ids, prior_span, prior_cut = fit_prior(prior_enc.ids[:prior_stop], prior_start, max_length)
-    prior_cut = prior_cut or prior_end < prior.end
+    cut_stop = prior_stop
+    if 0 < n_kept < stop - start:  # the response was cut: keep the same part of it when alone
+        cut_stop = same_response_cut(full, start, n_kept, text, prior_enc, prior_start, prior)
+    prior_ids, prior_span, prior_cut = fit_prior(prior_enc.ids[:cut_stop], prior_start, max_length)
+    prior_cut = prior_cut or cut_stop < prior_stop
     reason = unscorable_reason(sample, kept, prior_span)
     if reason:  # an unscorable sample carries an empty span, so nothing trains or scores on it
         return RenderedSample(kept.ids, (kept.span[0],) * 2, prior_ids, (prior_span[0],) * 2,
                               truncated=kept.truncated or prior_cut, reason=reason)
     return RenderedSample(kept.ids, kept.span, prior_ids, prior_span, kept.truncated or prior_cut)
+
+
+def same_response_cut(full: Any, start: int, n_kept: int, text: RenderedText, prior_enc: Any, prior_start: int,
+                      prior: RenderedText) -> int:
+    """Where to cut the response alone so it keeps what the conditioned sequence kept.
+
+    Usually the response's tokens are the same in both renderings, and exactly ``n_kept`` of them are
+    kept. Where they differ (a token merged across the boundary), the cut falls at the same character;
+    tokens, not characters, come first because bytes of one character split over two tokens share it.
+    """
+    kept_ids = full.ids[start:start + n_kept]
+    if prior_enc.ids[prior_start:prior_start + n_kept] == kept_ids:
+        return prior_start + n_kept
+    kept_chars = full.token_to_chars(start + n_kept - 1)[1] - text.start
+    return token_span(prior_enc, prior.start, min(prior.end, prior.start + kept_chars))[1]
 
 
 @dataclass(slots=True)
