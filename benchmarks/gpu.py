@@ -56,6 +56,7 @@ import platform
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -633,6 +634,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += scoring_markdown(report["scoring"])
     if "iterating" in report:
         lines += iterating_markdown(report["iterating"])
+    for name, error in report.get("errors", {}).items():
+        lines += [f"**{name} failed**: `{error}` (traceback in the log)", ""]
     return "\n".join(lines)
 
 
@@ -764,22 +767,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.exit("--device cuda: no CUDA device is visible")
     dtype = getattr(torch, plan.dtype)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts or parts - {"scoring", "iterating"}:
+        sys.exit(f"--parts {args.parts}: give scoring, iterating or both (comma-separated)")
     samples, tokenizer = load_inputs(args.data, args.tokenizer, plan.scoring_shape["vocab_size"])
     log(f"{len(samples)} samples from {args.data}; device {device}; measuring the {plan.dtype} matmul peak")
     peak_flops = measure_matmul_peak(device, dtype, plan.matmul_size, plan.matmul_repeats)
     meter = MemoryMeter(device)
     report: dict[str, Any] = {"small": args.small, "environment": environment(device, peak_flops, plan),
                               "plan": asdict(plan), "data": str(args.data)}
-    if "scoring" in parts:
-        report["scoring"] = scoring_part(plan, samples, tokenizer, device, dtype, peak_flops, meter)
+    steps = {"scoring": scoring_part, "iterating": iterating_part}
+    for name in (n for n in steps if n in parts):
+        try:
+            report[name] = steps[name](plan, samples, tokenizer, device, dtype, peak_flops, meter)
+        except Exception as error:  # one GPU session per task: record the failure, keep the other part's figures
+            traceback.print_exc()
+            report.setdefault("errors", {})[name] = f"{type(error).__name__}: {error}"
+            log(f"{name} failed: {report['errors'][name]}")
+        free_memory(device)
         report["total_s"] = time.perf_counter() - started
-        write_report(args.out, report)  # part 1 is kept even if part 2 fails or runs out of time
-    if "iterating" in parts:
-        report["iterating"] = iterating_part(plan, samples, tokenizer, device, dtype, peak_flops, meter)
-    report["total_s"] = time.perf_counter() - started
-    print(write_report(args.out, report), flush=True)
+        text = write_report(args.out, report)  # after each part: a later failure or timeout keeps this one
+    print(text, flush=True)
     log(f"wrote {args.out / 'gpu_benchmark.md'} and {args.out / 'gpu_benchmark.json'}")
-    return 0
+    return 1 if report.get("errors") else 0
 
 
 if __name__ == "__main__":

@@ -171,3 +171,15 @@ def test_small_cpu_run_writes_every_row_without_datasets(bench_dir: Path, tmp_pa
                 "b/c peak memory", "IFD agreement", "| iterit |", "| static |", "scoring tokens/s",
                 "iterit epoch / static epoch"):
         assert row in table
+
+
+def test_a_failing_part_is_reported_and_the_run_exits_nonzero(bench_dir: Path, tmp_path: Path, capsys):
+    """A budget of 0 makes the selection refuse; the report names the failure instead of losing the run."""
+    out = tmp_path / "gpu"
+    status = gpu.main(["--small", "--device", "cpu", "--parts", "iterating", "--iterate-samples", "8", "--budget", "0",
+                       "--out", str(out), "--data", str(bench_dir / "gpu_samples.jsonl"),
+                       "--tokenizer", str(bench_dir / "tokenizer")])
+    report = json.loads((out / "gpu_benchmark.json").read_text())
+    assert status == 1
+    assert "iterating" not in report and "budget" in report["errors"]["iterating"]
+    assert "**iterating failed**" in (out / "gpu_benchmark.md").read_text()
