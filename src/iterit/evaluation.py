@@ -436,7 +436,7 @@ def eval_command(
         check_writable(out)
     if lm_eval_include and not Path(lm_eval_include).is_dir():
         raise IterITError(f"--lm-eval-include {lm_eval_include}: no such folder; give a folder of lm-eval task YAMLs")
-    samples = load_samples(list(data), format=format, columns=columns, system_prompt=None,
+    samples = load_samples(list(data), format=format, columns=columns, system_prompt=system_prompt,
                            skip_invalid=skip_invalid, dedup=dedup).samples
     loaded, tokenizer = load_model(model, dtype=dtype, device=device)
     result = evaluate(loaded, tokenizer, samples, metrics=chosen, template=template, max_length=max_length,
