@@ -8,6 +8,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -459,3 +463,56 @@ def test_lora_adapter_scores_with_the_adapted_model_and_merges(tiny_model_dir, t
     changed = [n for n, p in merged.named_parameters() if not torch.equal(p, base.get_parameter(n))]
     assert changed and all("q_proj" in n or "v_proj" in n for n in changed)
     assert set(selection_ids(result.run_dir, 1)) != set(selection_ids(result.run_dir, 0))
+
+
+# ---------------------------------------------------------------- two processes (torchrun, gloo)
+
+TORCHRUN_SCRIPT = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+from iterit.training import TrainConfig, train
+settings = json.loads(sys.argv[1])
+result = train(TrainConfig(**settings))
+if torch.distributed.get_rank() == 0:
+    with open(settings["out"] + "/result.json", "w") as handle:
+        json.dump({"selections": result.selections, "max_steps": result.max_steps,
+                   "world": torch.distributed.get_world_size()}, handle)
+"""
+
+
+def run_two_processes(tmp_path: Path, settings: dict) -> dict:
+    script = tmp_path / "train_ddp.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": str(REPO / "src")}
+    with socket.socket() as probe:  # torchrun's static rendezvous needs a concrete free port (0 hangs)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(port), str(script), json.dumps(settings)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads((Path(settings["out"]) / "result.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_selections_and_a_schedule_sized_by_world_size(tiny_model_dir, tmp_path):
+    from iterit.training import steps_per_epoch, train
+
+    data = write_data(tmp_path / "data.jsonl", 32)
+    common = dict(model=str(tiny_model_dir), data=[str(data)], strategy="iterit", ratio=8, update_ratio=2,
+                  num_train_epochs=2, learning_rate=1e-2, max_length=128, max_batch_tokens=2048, use_cpu=True,
+                  quiet=True, seed=0, threshold=10.0)
+    # Same global batch: 1 process x 4 samples, or 2 processes x 2 samples (losses averaged over tokens).
+    single = train(recipe_config(tmp_path / "one", tiny_model_dir, **common, out=str(tmp_path / "one" / "run"),
+                                 per_device_train_batch_size=4))
+    double = run_two_processes(tmp_path, {**common, "out": str(tmp_path / "two"), "per_device_train_batch_size": 2})
+    assert double["world"] == 2
+    assert double["selections"] == single.selections
+    assert double["max_steps"] == single.max_steps == 2 * steps_per_epoch(8, 2, 2, 1)
+    # Under accumulation, with batches that do not divide evenly: 10 samples / (2 x 2) -> 3 batches per rank,
+    # accumulated 2 at a time -> 2 optimizer steps per epoch (a full one and a short one).
+    accumulated = run_two_processes(tmp_path, {**common, "ratio": 10, "out": str(tmp_path / "acc"),
+                                               "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2})
+    assert accumulated["max_steps"] == 2 * steps_per_epoch(10, 2, 2, 2) == 4

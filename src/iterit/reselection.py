@@ -616,8 +616,7 @@ def install_reselection(
         trainer: the trainer, built but not yet trained.
         samples: all candidate samples, in ``train_dataset`` order.
         budget: B, samples per epoch.
-        score_fn: ``score_fn(model, samples) -> ScoreTable``, e.g. ``functools.partial`` of
-            :func:`iterit.scoring.score_samples` with the tokenizer bound.
+        score_fn: ``score_fn(model, samples) -> ScoreTable``, e.g. ``scorer_for(tokenizer, max_length=...)``.
         select_fn: defaults to :func:`iterit.selection.select_samples`.
         strategy: a key of :data:`STRATEGIES`.
         pool: ``frozen`` or ``rolling``.
@@ -647,6 +646,17 @@ def install_reselection(
     callback = ReselectionCallback(reselector, sampler, first, run_dir=run_dir)
     trainer.add_callback(callback)
     return callback
+
+
+def scorer_for(tokenizer: Any, **options: Any) -> ScoreFn:
+    """``score_fn(model, samples)``: :func:`iterit.scoring.score_samples` with ``tokenizer`` and ``options``
+    (template, max_length, max_batch_tokens, system_prompt, progress) bound, as the callback calls it."""
+    from iterit.scoring import score_samples
+
+    def score(model: Any, samples: Sequence[Sample]) -> ScoreTable:
+        return score_samples(model, tokenizer, samples, **options)
+
+    return score
 
 
 def score_with(model: Any, score_fn: ScoreFn, samples: Sequence[Sample]) -> ScoreTable:

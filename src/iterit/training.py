@@ -15,7 +15,6 @@ The re-selection machinery itself lives in :mod:`iterit.reselection`, so it also
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -40,6 +39,7 @@ from iterit.reselection import (
     SelectionSampler,
     clamp_pool_size,
     score_with,
+    scorer_for,
     take_rows,
     valid_count,
 )
@@ -320,15 +320,9 @@ def pad_token_id(tokenizer: Any) -> int:
 
 def scoring_function(config: TrainConfig, tokenizer: Any):
     """``score_fn(model, samples)`` with this run's rendering and batching."""
-    from iterit.scoring import score_samples
-
-    return functools.partial(_score, score_samples, tokenizer=tokenizer, template=config.template,
-                             max_length=config.max_length, max_batch_tokens=config.max_batch_tokens,
-                             system_prompt=config.system_prompt, progress=not config.quiet)
-
-
-def _score(score_samples, model, samples, **options) -> ScoreTable:
-    return score_samples(model, options.pop("tokenizer"), samples, **options)
+    return scorer_for(tokenizer, template=config.template, max_length=config.max_length,
+                      max_batch_tokens=config.max_batch_tokens, system_prompt=config.system_prompt,
+                      progress=not config.quiet)
 
 
 def selection_function():
