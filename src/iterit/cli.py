@@ -56,7 +56,14 @@ COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
     ),
 }
 REQUIRED = {"model", "out", "run"}  # string fields whose empty default means "must be given"
-RENAMED_FLAGS = {"--epochs": "--num_train_epochs", "epochs": "num_train_epochs"}
+# Names users bring from other tools' configs. transformers 5 folded warmup_ratio into warmup_steps (< 1: a share).
+RENAMED_FLAGS = {
+    "--epochs": "--num_train_epochs",
+    "epochs": "num_train_epochs",
+    "--warmup-ratio": "--warmup_steps",
+    "--warmup_ratio": "--warmup_steps",
+    "warmup_ratio": "warmup_steps",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -302,8 +309,14 @@ def _is_main_process() -> bool:
 
 
 def run_demo(config: Any) -> int:
-    _print("iterit demo: the plan — generate known-answer data, build a tiny base model, run the strategies")
-    _print(f"  strategies {config.strategies}, {config.epochs} epochs, {config.ratio:.0%} of the data per epoch -> {config.out}")
+    from iterit.demo.compare import format_comparison, run_demo
+
+    comparison = run_demo(
+        config.out, quick=config.quick, seed=config.seed, strategies=config.strategies, epochs=config.epochs,
+        ratio=config.ratio, pool=config.pool, cache=config.cache,
+    )
+    _print("\n" + format_comparison(comparison))
+    _print(_write_report_line(config.out))
     return 0
 
 
