@@ -248,6 +248,12 @@ class TestAlpaca:
         rendered = render_sample(tokenizer, sample("Go.", "Done.\n"), template="alpaca")
         assert split(tokenizer, rendered.input_ids, rendered.span)[1] == f"Done.\n{END}"
 
+    def test_without_bos_the_prompt_starts_bare_and_eos_precedes_the_response_alone(self, tokenizer) -> None:
+        tokenizer.bos_token = None
+        rendered = render_sample(tokenizer, sample("Go.", "Done."), template="alpaca")
+        assert split(tokenizer, rendered.input_ids, rendered.span)[0].startswith(ALPACA_PREAMBLE)
+        assert split(tokenizer, rendered.prior_ids, rendered.prior_span) == (END, f"Done.{END}", "")
+
     def test_chat_without_a_chat_template_names_the_fix(self, tokenizer) -> None:
         tokenizer.chat_template = None
         with pytest.raises(IterITError, match="--template chat: .*has no chat template; use --template alpaca"):
