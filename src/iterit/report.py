@@ -489,15 +489,17 @@ def plot_ifd_vs_length(run: TrainRun) -> Any:
     axes = np.atleast_1d(figure.subplots(1, len(panels), sharey=True))
     for axis, record, color in zip(axes, panels, _cycle()):
         chosen = _selected_ids(record)
-        rows = [r for r in record.scores if isinstance(r.get("ifd"), (int, float)) and np.isfinite(r["ifd"])]
+        rows = [r for r in record.scores if isinstance(r.get("ifd"), (int, float)) and np.isfinite(r["ifd"])
+                and isinstance(r.get("n_response_tokens"), int) and r["n_response_tokens"] > 0]
         inside = [r for r in rows if str(r.get("id")) in chosen]
         outside = _thin([r for r in rows if str(r.get("id")) not in chosen])
         for group, style in ((outside, {"color": "#b0b0b0", "label": "not selected"}),
                              (inside, {"color": color, "label": "selected"})):
-            axis.scatter([r.get("n_response_tokens", 0) for r in group], [r["ifd"] for r in group], s=6,
+            axis.scatter([r["n_response_tokens"] for r in group], [r["ifd"] for r in group], s=6,
                          alpha=0.6, linewidths=0, **style)
         axis.set(title=f"epoch {record.epoch} ({len(rows)} scored)", xlabel="response tokens")
-        if rows and max(r.get("n_response_tokens", 0) for r in rows) > 20 * max(1, min(r.get("n_response_tokens", 1) for r in rows)):
+        lengths = [r["n_response_tokens"] for r in rows]
+        if lengths and max(lengths) > 20 * min(lengths):  # Alpaca-like spreads (3 to 1,000 tokens) need a log axis
             axis.set_xscale("log")
         axis.legend(fontsize=8, markerscale=2)
     axes[0].set_ylabel("IFD")
