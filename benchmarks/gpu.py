@@ -372,7 +372,8 @@ def with_oom_fallback(run: Callable[[int], Any], batch_size: int, device: str) -
         except torch.cuda.OutOfMemoryError:
             failed.append(batch_size)  # the frames holding the tensors are released when this block ends
         free_memory(device)
-        log(f"reference-style: out of memory at batch {failed[-1]}; retrying with {batch_size // 2}")
+        log(f"reference-style: out of memory at batch {failed[-1]}"
+            + (f"; retrying with {batch_size // 2}" if batch_size > 1 else "; giving up"))
         batch_size //= 2
     return None, 0, failed
 
@@ -648,7 +649,7 @@ def scoring_markdown(part: dict[str, Any]) -> list[str]:
         f"{part['ways'][1]['samples']} real samples (render on CPU, once: {part['render_s']:.1f} s); "
         f"(c) on the first {part['reference_samples']}; token budget {part['max_batch_tokens']}.",
         "",
-        "| way | samples | tokens | padding | seconds | tokens/s | samples/s | peak GiB | working GiB | MFU | notes |",
+        "| way | samples | tokens | waste | seconds | tokens/s | samples/s | peak GiB | working GiB | MFU | notes |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for way in part["ways"]:
@@ -657,7 +658,10 @@ def scoring_markdown(part: dict[str, Any]) -> list[str]:
             f"{_num(way['seconds'], 2)} | {_num(way['tokens_per_s'], 0)} | {_num(way['samples_per_s'], 1)} | "
             f"{_gib(way['peak_bytes'])} | {_gib(way['working_bytes'])} | {_num(_pct(way['mfu']), 1, '%')} | "
             f"{way['note']} |")
-    lines += ["", "| ratio | value | target | met |", "|---|---:|---|---|"]
+    lines += ["", "tokens: what scoring needs (conditioned + response-alone, cut after the response), the same count "
+              "for every way; waste: share of the fed tokens not needed (padding; for (c) also what follows each "
+              "response); working: peak above what was allocated before (the weights).",
+              "", "| ratio | value | target | met |", "|---|---:|---|---|"]
     for name, value, target, met in scoring_ratios(part):
         lines.append(f"| {name} | {_num(value, 4 if 'IFD' in name else 2)} | {target} | {met} |")
     return lines + [""]
@@ -679,14 +683,14 @@ def iterating_markdown(part: dict[str, Any]) -> list[str]:
         f"batch {part['train_batch_size']}; one steady-state epoch (epoch 1) of each run. Epoch-0 scoring of all "
         f"{part['samples']} (shared by both): {epoch0['wall_s']:.1f} s.",
         "",
-        "| epoch | training s | re-scoring s | selection s | epoch s | training tokens/s | training MFU |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| epoch | training s | re-scoring s | selection s | epoch s | training tokens/s | training MFU | peak GiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in (("iterit", iterit), ("static", static)):
         lines.append(
             f"| {name} | {row['training']['seconds']:.2f} | {row['scoring_s']:.2f} | {row['selection_s']:.2f} | "
             f"{row['epoch_s']:.2f} | {_num(row['training']['tokens_per_s'], 0)} | "
-            f"{_num(_pct(row['training']['mfu']), 1, '%')} |")
+            f"{_num(_pct(row['training']['mfu']), 1, '%')} | {_gib(part['runs'][name]['peak_bytes'])} |")
     ratio = split["scoring_over_training_tokens_per_s"]
     lines += [
         "",
