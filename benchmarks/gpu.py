@@ -18,9 +18,13 @@ depend on trained weights), over the same rendered real samples, three ways:
 (b) iterit's engine as users run it: :func:`iterit.scoring.score_rendered` (length-sorted batches under a token
     budget, the head only at response positions, float32 cross-entropy in chunks), default budget.
 (c) reference-style: dataset order, a fixed batch of 8 padded to the longest, full-vocabulary logits cast to
-    float32 over every position and copied shifted (how the IterIT reference's ``get_perplexity_part_text``
-    computes IFD; its ``torch.cuda.empty_cache()`` after every forward is left out), on fewer samples. An out-of-memory
-    error is reported with its batch size and the batch is halved until it fits.
+    float32 over every position and copied shifted (as the IterIT reference's ``get_perplexity_part_text``
+    does; its ``torch.cuda.empty_cache()`` after every forward is left out), on fewer samples. An
+    out-of-memory error is reported with its batch size, and the batch is halved until it fits.
+
+(b) and (c) must agree on IFD to 1e-2 relative (bf16) on the samples both scored. On random weights every IFD
+is close to 1, so this shows both compute the same quantity in the same precision, not that rankings agree
+(the CPU benchmark ``benchmarks/scoring.py`` checks that, in float32, on a trained tiny model).
 
 Tokens/s count the same needed tokens for all three (padding and trimmed tokens excluded), so the ratios are
 ratios of useful work. Model FLOP utilisation is 2 x N x tokens / seconds over the bf16 peak measured here with
