@@ -24,7 +24,7 @@ depend on trained weights), over the same rendered real samples, three ways:
 
 (b) and (c) must agree on IFD to 1e-2 relative (bf16) on the samples both scored. On random weights every IFD
 is close to 1, so this shows both compute the same quantity in the same precision, not that rankings agree
-(the CPU benchmark ``benchmarks/scoring.py`` checks that, in float32, on a trained tiny model).
+(the CPU benchmark ``benchmarks/scoring.py`` holds the engine to 1e-4 against both baselines in float32).
 
 Tokens/s count the same needed tokens for all three (padding and trimmed tokens excluded), so the ratios are
 ratios of useful work. Model FLOP utilisation is 2 x N x tokens / seconds over the bf16 peak measured here with
