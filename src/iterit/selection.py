@@ -501,5 +501,8 @@ def select_command(
         f"exact duplicates in the data: {found}"
         + (f", removed before selection (--dedup): {removed}" if removed else " (kept; --dedup removes them)")
     )
-    text = "\n".join([format_summary(selection.summary), duplicates, f"wrote {out} and {manifest}"])
+    lines = [format_summary(selection.summary), duplicates]
+    if loaded.summary.n_invalid:
+        lines.append(f"invalid rows skipped while loading (--skip-invalid): {loaded.summary.n_invalid}")
+    text = "\n".join([*lines, f"wrote {out} and {manifest}"])
     return selection, text
