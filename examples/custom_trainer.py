@@ -24,7 +24,7 @@ trainer on the *same* rows in the *same* order and without packing, so rows stay
     trainer = SFTTrainer(
         model=model, processing_class=tokenizer, train_dataset=dataset,
         args=SFTConfig(output_dir="out", num_train_epochs=3, packing=False, assistant_only_loss=True,
-                       max_length=2048, learning_rate=2e-5, lr_scheduler_type="cosine", warmup_ratio=0.03),
+                       max_length=2048, learning_rate=2e-5, lr_scheduler_type="cosine", warmup_steps=0.03),
     )
     callback = install_reselection(trainer, samples, budget=round(0.05 * len(samples)),
                                    score_fn=scorer_for(tokenizer, max_length=2048), strategy="iterit",
@@ -91,7 +91,7 @@ def main() -> None:
             model=model,
             args=TrainingArguments(output_dir=str(Path(args.out) / "checkpoints"), num_train_epochs=args.epochs,
                                    per_device_train_batch_size=8, learning_rate=1e-3, lr_scheduler_type="cosine",
-                                   warmup_ratio=0.1, logging_steps=5, save_strategy="epoch", report_to="none",
+                                   warmup_steps=0.1, logging_steps=5, save_strategy="epoch", report_to="none",
                                    remove_unused_columns=False, use_cpu=True, seed=0),
             train_dataset=ResponseOnlyDataset(rendered),
             data_collator=PaddingCollator(tokenizer.pad_token_id),

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformers import TrainerCallback as TrainerCallbackBase
 
 from iterit.data import Sample
 from iterit.errors import IterITError
@@ -274,6 +275,32 @@ def test_one_lr_schedule_spans_all_epochs_sized_from_the_budget(tiny, tmp_path, 
     assert trainer.state.max_steps == expected == trainer.state.global_step
     assert trainer.lr_scheduler.last_epoch == expected  # one schedule, stepped once per optimizer step
     assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # decayed to 0 at the very end
+
+
+def test_plain_trainer_resumes_from_a_step_checkpoint_saved_before_the_epoch_end(tiny, tmp_path):
+    tokenizer, load = tiny
+    samples = make_samples(24)
+    rendered = chat_render(tokenizer, samples)
+    options = dict(budget=8, score_fn=response_loss_scorer(tokenizer), select_fn=top_ifd_selector, update_ratio=2)
+    # 8 samples / 4 per batch = 2 steps per epoch: checkpoint-2 is saved at epoch 0's last step, before the
+    # callback's on_epoch_end re-selection.
+    settings = dict(save_strategy="steps", save_steps=2, num_train_epochs=3)
+    whole_model = load()
+    whole = plain_trainer(whole_model, tokenizer, rendered, tmp_path / "whole", **settings)
+    uninterrupted = install_reselection(whole, samples, **options)
+    seen = []
+    whole.add_callback(type("Spy", (TrainerCallbackBase,), {
+        "on_epoch_begin": lambda self, *a, **k: seen.append(uninterrupted.sampler.indices.tolist())})())
+    whole.train()
+    resumed_model = load()
+    again = plain_trainer(resumed_model, tokenizer, rendered, tmp_path / "whole", **settings)
+    resumed = install_reselection(again, samples, **options)
+    again.train(resume_from_checkpoint=str(tmp_path / "whole" / "checkpoint-2"))
+    assert resumed.current.epoch == 2
+    assert resumed.current.selection.indices.tolist() == seen[2]
+    assert resumed.previous.selection.indices.tolist() == seen[1]
+    for name, parameter in whole_model.named_parameters():
+        assert torch.equal(parameter, resumed_model.get_parameter(name)), name
 
 
 def test_non_finite_loss_stops_before_the_optimizer_step(tiny, tmp_path):

@@ -392,10 +392,12 @@ class ReselectionCallback(TrainerCallback):
 
     # --- events
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.global_step > 0 and not self._restored:
             # A resumed run: its checkpoint is the Trainer's default folder for that step.
             self._restore_from(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        if state.global_step > 0:
+            self._catch_up(state, model)
         if not self._recorded_first and self.current.epoch == 0:
             self._record_pick(self.current, None, state)
             self._recorded_first = True
@@ -437,6 +439,21 @@ class ReselectionCallback(TrainerCallback):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
                 write_json(folder / STATE_FILE, self.state_dict())
+
+    def _catch_up(self, state, model: Any) -> None:
+        """Re-select now when the checkpoint was saved after an epoch's last step but before its end.
+
+        With ``save_strategy="steps"`` a save can fall on the last step of an epoch, before ``on_epoch_end``
+        re-selected; the resumed Trainer then starts the next epoch without calling it. The model loaded
+        from that checkpoint is the one the uninterrupted run re-scored with, so the picks are the same.
+        """
+        finished = int(math.floor((state.epoch or 0.0) + 1e-6))
+        if self.current.epoch < finished < math.ceil(state.num_train_epochs):
+            logger.info("the checkpoint ends epoch %d before its re-selection; re-selecting now", finished - 1)
+            pick = self._pick_next(finished, model)
+            self.previous, self.current = self.current, pick
+            self.sampler.set_selection(pick.selection.indices)
+            self._record_pick(pick, self.previous, state)
 
     # --- the work
 

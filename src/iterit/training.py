@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,9 @@ def train(config: TrainConfig) -> RunResult:
     rendered = render_all(config, tokenizer, samples)
     checkpoint = find_resume_checkpoint(config) if config.resume else None
 
+    started = time.perf_counter()
     base = epoch0_scores(config, model, tokenizer, samples, run)
+    base_score_s = time.perf_counter() - started
     budget = resolve_budget(config, samples, base)
     rescores = STRATEGIES[config.strategy].rescore
     pool_size = clamp_pool_size(config.update_ratio, budget, base, candidate_threshold(config)) if rescores else budget
@@ -147,6 +150,7 @@ def train(config: TrainConfig) -> RunResult:
         select_options={"threshold": config.threshold, "decay": config.decay, "seed": config.seed},
     )
     first = reselector.first()
+    first.score_s = base_score_s
     sampler = SelectionSampler(first.selection.indices, seed=config.data_seed if config.data_seed is not None else config.seed)
     lengths = (np.array([len(r.input_ids) for r in rendered]), np.array([r.n_response_tokens for r in rendered]))
     callback = ReselectionCallback(reselector, sampler, first, run_dir=run, table_suffix=f".{config.table_format}",
@@ -269,7 +273,7 @@ def load_model(config: TrainConfig) -> tuple[Any, Any]:
         dtype = torch.bfloat16 if config.lora_r and config.bf16 else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(config.model)
-        model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(config.model, **{_dtype_keyword(): dtype})
     except (OSError, ValueError, KeyError) as err:
         raise IterITError(f"--model {config.model}: cannot be loaded ({str(err).splitlines()[0]}); give a folder "
                           "with config.json, weights and a tokenizer, or a Hugging Face id in the local cache") from None
@@ -278,6 +282,14 @@ def load_model(config: TrainConfig) -> tuple[Any, Any]:
     if config.lora_r:
         model = add_lora(model, config)
     return model, tokenizer
+
+
+def _dtype_keyword() -> str:
+    """``dtype`` since transformers 4.56; ``torch_dtype`` before (the package supports >= 4.46)."""
+    import transformers
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
 
 
 def add_lora(model: Any, config: TrainConfig) -> Any:
