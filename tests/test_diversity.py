@@ -166,3 +166,10 @@ def test_decay_outside_unit_interval_is_a_user_error():
     matrix = response_tfidf(["aa bb"])
     with pytest.raises(IterITError, match="--decay"):
         select_greedy(matrix, np.array([0.5]), 1, decay=1.5)
+
+
+def test_negative_weights_are_refused_because_lazy_evaluation_needs_them_non_negative():
+    matrix = response_tfidf(["aa bb", "cc dd"])
+    matrix.data[0] = -matrix.data[0]
+    with pytest.raises(ValueError, match="non-negative"):
+        select_greedy(matrix, np.array([0.5, 0.5]), 1)

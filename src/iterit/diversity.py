@@ -152,6 +152,9 @@ def _check_greedy_inputs(matrix: sparse.csr_matrix, ifd: np.ndarray, decay: floa
         raise IterITError(f"--decay: {decay} is outside [0, 1]; 0 removes covered n-grams, 1 ignores them")
     if not np.all(np.isfinite(ifd)):
         raise ValueError("every candidate needs a finite IFD")
+    if matrix.nnz and matrix.data.min() < 0:
+        # Lazy evaluation is exact only because decaying a non-negative weight never raises a score.
+        raise ValueError("TF-IDF weights must be non-negative")
 
 
 def _group_caps(n: int, groups: np.ndarray | None, caps: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
