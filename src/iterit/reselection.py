@@ -384,6 +384,7 @@ class ReselectionCallback(TrainerCallback):
         self.table_suffix = table_suffix
         self.lengths = lengths
         self.history: list[dict[str, Any]] = []
+        self.selections: dict[int, list[int]] = {first.epoch: first.selection.indices.tolist()}
         self._losses: list[float] = []
         self._epoch_started = 0.0
         self._steps_at_begin = 0
@@ -429,10 +430,7 @@ class ReselectionCallback(TrainerCallback):
         next_epoch = finished.epoch + 1
         if next_epoch >= math.ceil(state.num_train_epochs) or control.should_training_stop:
             return
-        pick = self._pick_next(next_epoch, model)
-        self.previous, self.current = finished, pick
-        self.sampler.set_selection(pick.selection.indices)
-        self._record_pick(pick, finished, state)
+        self._advance(self._pick_next(next_epoch, model), state)
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -450,12 +448,16 @@ class ReselectionCallback(TrainerCallback):
         finished = int(math.floor((state.epoch or 0.0) + 1e-6))
         if self.current.epoch < finished < math.ceil(state.num_train_epochs):
             logger.info("the checkpoint ends epoch %d before its re-selection; re-selecting now", finished - 1)
-            pick = self._pick_next(finished, model)
-            self.previous, self.current = self.current, pick
-            self.sampler.set_selection(pick.selection.indices)
-            self._record_pick(pick, self.previous, state)
+            self._advance(self._pick_next(finished, model), state)
 
     # --- the work
+
+    def _advance(self, pick: EpochPick, state) -> None:
+        """Make ``pick`` the selection the sampler yields from the next ``iter()`` on, and record it."""
+        self.previous, self.current = self.current, pick
+        self.selections[pick.epoch] = pick.selection.indices.tolist()
+        self.sampler.set_selection(pick.selection.indices)
+        self._record_pick(pick, self.previous, state)
 
     def _pick_next(self, epoch: int, model: Any) -> EpochPick:
         was_training = model.training
@@ -523,6 +525,7 @@ class ReselectionCallback(TrainerCallback):
                 "loss_prior": table.loss_prior.tolist(),
             },
             "history": self.history,
+            "selections": {str(epoch): picks for epoch, picks in self.selections.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -540,6 +543,7 @@ class ReselectionCallback(TrainerCallback):
         self.current = _pick_from_state(state["current"])
         self.previous = _pick_from_state(state["previous"]) if state["previous"] else None
         self.history = list(state["history"])
+        self.selections = {int(epoch): picks for epoch, picks in state["selections"].items()}
         self._recorded_first = self._restored = True
         self.sampler.set_selection(self.current.selection.indices)
 
@@ -582,7 +586,9 @@ def _pick_from_state(state: dict[str, Any]) -> EpochPick:
 
 
 def _gradients_finite(model: torch.nn.Module) -> bool:
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    # Sharded (FSDP2) gradients are DTensors: check this rank's shard.
+    grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+             for p in model.parameters() if p.grad is not None]
     if not grads:
         return True
     norms = torch._foreach_norm(grads)
@@ -648,6 +654,11 @@ def install_reselection(
     """
     if select_fn is None:
         from iterit.selection import select_samples as select_fn
+    dataset = trainer.train_dataset
+    if dataset is None or len(dataset) != len(samples):
+        size = "no" if dataset is None else len(dataset)
+        raise IterITError(f"the trainer's train_dataset has {size} rows for {len(samples)} samples; "
+                          "row i must be samples[i] (the sampler picks rows by position)")
     if scores is None:
         scores = score_with(trainer.model, score_fn, samples)
     threshold = (select_options or {}).get("threshold", 1.0)

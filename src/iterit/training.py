@@ -404,9 +404,7 @@ def save_final_model(config: TrainConfig, trainer: IterITTrainer, tokenizer: Any
 
 
 def selections_by_epoch(callback: ReselectionCallback) -> list[list[int]]:
-    picks = [p for p in (callback.first, callback.previous, callback.current) if p is not None]
-    by_epoch = {p.epoch: p.selection.indices.tolist() for p in picks}
-    return [by_epoch[e] for e in sorted(by_epoch)]
+    return [callback.selections[epoch] for epoch in sorted(callback.selections)]
 
 
 def write_summary(config: TrainConfig, result: RunResult, samples: list[Sample], base: ScoreTable, path: Path) -> None:
