@@ -17,7 +17,8 @@ trainer on the *same* rows in the *same* order and without packing, so rows stay
     from trl import SFTConfig, SFTTrainer
 
     from iterit.data import load_samples
-    from iterit.reselection import install_reselection, scorer_for
+    from iterit.rescoring import scorer_for
+    from iterit.reselection import install_reselection
 
     samples = load_samples(["train.jsonl"]).samples
     dataset = Dataset.from_list([{"messages": s.messages} for s in samples])
@@ -48,7 +49,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 
 from iterit.data import load_samples
 from iterit.render import render_samples
-from iterit.reselection import PaddingCollator, ResponseOnlyDataset, install_reselection, scorer_for
+from iterit.rescoring import scorer_for
+from iterit.reselection import PaddingCollator, ResponseOnlyDataset, install_reselection
 
 
 def parse_args() -> argparse.Namespace:

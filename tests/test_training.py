@@ -22,17 +22,13 @@ from transformers import TrainerCallback as TrainerCallbackBase
 from iterit.data import Sample
 from iterit.errors import IterITError
 from iterit.render import RenderedSample
+from iterit.rescoring import STRATEGIES, Reselector, clamp_pool_size, put_rows, take_rows
 from iterit.reselection import (
-    STRATEGIES,
     PaddingCollator,
     ReselectionCallback,
-    Reselector,
     ResponseOnlyDataset,
     SelectionSampler,
-    clamp_pool_size,
     install_reselection,
-    put_rows,
-    take_rows,
 )
 from iterit.scoring import ScoreTable
 from iterit.selection import Selection
@@ -179,7 +175,7 @@ def test_pool_size_is_clamped_to_the_valid_samples_and_says_so(caplog):
     table = ScoreTable([str(i) for i in range(10)], ["s"] * 10, np.r_[np.linspace(0.1, 0.9, 8), np.nan, np.nan],
                        np.ones(10), np.ones(10), np.ones(10, int), np.zeros(10, bool), [None] * 8 + ["x", "x"])
     assert clamp_pool_size(3, 2, table) == 6
-    with caplog.at_level(logging.WARNING, logger="iterit.reselection"):
+    with caplog.at_level(logging.WARNING, logger="iterit.rescoring"):
         assert clamp_pool_size(3, 4, table) == 8
     assert "exceeds the 8 valid samples" in caplog.text
 
@@ -430,7 +426,7 @@ def test_rolling_pool_is_reranked_from_the_latest_scores(tiny_model_dir, tmp_pat
 def test_pool_larger_than_the_data_is_clamped_and_logged(tiny_model_dir, tmp_path, caplog):
     from iterit.training import train
 
-    with caplog.at_level(logging.WARNING, logger="iterit.reselection"):
+    with caplog.at_level(logging.WARNING, logger="iterit.rescoring"):
         result = train(recipe_config(tmp_path, tiny_model_dir, n=20, update_ratio=5))
     assert result.pool_size == 20 and "exceeds the 20 valid samples" in caplog.text
 

@@ -28,9 +28,8 @@ import json
 import logging
 import math
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,42 +40,38 @@ from transformers import Trainer, TrainerCallback
 from iterit.data import Sample
 from iterit.errors import IterITError
 from iterit.render import IGNORE_INDEX, RenderedSample, labels_for
+from iterit.rescoring import (
+    STRATEGIES,
+    EpochPick,
+    Reselector,
+    ScoreFn,
+    SelectFn,
+    clamp_pool_size,
+    manifest_rows,
+    score_rows,
+    score_with,
+    scorer_for,
+    selection_dynamics,
+)
 from iterit.scoring import ScoreTable
 from iterit.selection import Selection
 from iterit.storage import write_json, write_table
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "STATE_FILE", "STRATEGIES", "IterITTrainer", "PaddingCollator", "ReselectionCallback", "ResponseOnlyDataset",
+    "SelectionSampler", "install_reselection", "scorer_for",
+]
+
 STATE_FILE = "iterit_reselection.json"
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """How a training strategy selects: which selection rule, and whether it re-scores between epochs."""
-
-    select: str
-    rescore: bool
-
-
-STRATEGIES: dict[str, Strategy] = {
-    "iterit": Strategy("iterit", rescore=True),
-    "ifd-iterative": Strategy("ifd", rescore=True),
-    "static": Strategy("iterit", rescore=False),
-    "ifd": Strategy("ifd", rescore=False),
-    "random": Strategy("random", rescore=False),
-    "longest": Strategy("longest", rescore=False),
-    "full": Strategy("full", rescore=False),
-}
-
-ScoreFn = Callable[[Any, Sequence[Sample]], ScoreTable]
-SelectFn = Callable[..., Selection]
 
 
 # ---------------------------------------------------------------- data
 
 
 class ResponseOnlyDataset(torch.utils.data.Dataset):
-    """Every rendered sample as ``input_ids`` + ``labels``, the labels -100 outside the response span (:func:`iterit.render.labels_for`).
+    """Every rendered sample as ``input_ids`` + ``labels`` (-100 outside the response: ``render.labels_for``).
 
     It holds the whole data set, not a subset: the sampler picks which rows an epoch sees, so the
     indices of a selection, a score table and this data set are the same numbers.
@@ -143,211 +138,6 @@ class SelectionSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
-
-
-# ---------------------------------------------------------------- score tables
-
-
-def take_rows(table: ScoreTable, rows: np.ndarray) -> ScoreTable:
-    """The rows ``rows`` of ``table``, in that order."""
-    rows = np.asarray(rows, dtype=np.int64)
-    return ScoreTable(
-        ids=[table.ids[i] for i in rows],
-        sources=[table.sources[i] for i in rows],
-        ifd=table.ifd[rows].copy(),
-        loss_cond=table.loss_cond[rows].copy(),
-        loss_prior=table.loss_prior[rows].copy(),
-        n_response_tokens=table.n_response_tokens[rows].copy(),
-        truncated=table.truncated[rows].copy(),
-        reasons=[table.reasons[i] for i in rows],
-    )
-
-
-def put_rows(table: ScoreTable, rows: np.ndarray, update: ScoreTable) -> ScoreTable:
-    """A copy of ``table`` whose rows ``rows`` are replaced by ``update`` (same length as ``rows``)."""
-    merged = take_rows(table, np.arange(len(table.ids)))
-    for column in ("ifd", "loss_cond", "loss_prior", "n_response_tokens", "truncated"):
-        getattr(merged, column)[rows] = getattr(update, column)
-    for position, row in enumerate(rows):
-        merged.reasons[row] = update.reasons[position]
-    return merged
-
-
-def score_rows(table: ScoreTable, rows: np.ndarray) -> list[dict[str, Any]]:
-    """Rows of a score table as records (the columns ``iterit score`` writes)."""
-    return [
-        {
-            "id": table.ids[i],
-            "source": table.sources[i],
-            "ifd": float(table.ifd[i]),
-            "loss_cond": float(table.loss_cond[i]),
-            "loss_prior": float(table.loss_prior[i]),
-            "n_response_tokens": int(table.n_response_tokens[i]),
-            "truncated": bool(table.truncated[i]),
-            "reason": table.reasons[i],
-        }
-        for i in rows
-    ]
-
-
-def manifest_rows(samples: Sequence[Sample], selection: Selection) -> list[dict[str, Any]]:
-    """The selection manifest: one row per pick, rank 0 first (the columns ``iterit select`` writes)."""
-    return [
-        {
-            "id": samples[index].id,
-            "source": samples[index].source,
-            "rank": rank,
-            "ifd": float(selection.ifd[rank]),
-            "diversity": float(selection.diversity[rank]),
-            "score": float(selection.score[rank]),
-        }
-        for rank, index in enumerate(selection.indices.tolist())
-    ]
-
-
-# ---------------------------------------------------------------- the re-selection rule
-
-
-@dataclass
-class EpochPick:
-    """What one epoch trains on, and how it was found.
-
-    Attributes:
-        epoch: the epoch this selection is trained in (0 = chosen with the base model).
-        selection: B picks, indices into the full data set.
-        pool: the candidate pool the picks came from (all valid samples in epoch 0).
-        scored: the indices scored for this epoch (all samples in epoch 0, the pool later, none for
-            strategies that do not re-score).
-        score_s: seconds spent scoring; select_s: seconds spent selecting.
-    """
-
-    epoch: int
-    selection: Selection
-    pool: np.ndarray
-    scored: np.ndarray
-    score_s: float = 0.0
-    select_s: float = 0.0
-
-
-@dataclass
-class Reselector:
-    """The strategy's rule for choosing B samples each epoch, independent of any trainer.
-
-    ``table`` holds the latest known score of every sample: the base model's, overwritten by each
-    re-scoring of the pool. A *frozen* pool is fixed after epoch 0 (the first u x B of the ranking, whose
-    head is the first selection); a *rolling* pool is re-ranked from ``table`` before each re-scoring.
-    The pool is ranked with the strategy's own rule (greedy IFD x diversity for ``iterit``, IFD for
-    ``ifd-iterative``), so the greedy's first u x B picks are "the top u x B by the selection score".
-
-    Args:
-        samples: all samples, in data-set order.
-        table: their scores (one row per sample).
-        budget: B, samples per epoch.
-        strategy: a key of :data:`STRATEGIES`.
-        pool: ``frozen`` or ``rolling``.
-        pool_size: u x B, already clamped to the number of valid samples.
-        score_fn: ``score_fn(model, samples) -> ScoreTable``; the model is in eval mode, without grads.
-        select_fn: :func:`iterit.selection.select_samples` (or anything with its signature).
-        select_options: passed to ``select_fn`` (threshold, decay, seed).
-    """
-
-    samples: Sequence[Sample]
-    table: ScoreTable
-    budget: int
-    strategy: str
-    pool: str
-    pool_size: int
-    score_fn: ScoreFn
-    select_fn: SelectFn
-    select_options: dict[str, Any] = field(default_factory=dict)
-    frozen_pool_: np.ndarray | None = None
-
-    @property
-    def rescores(self) -> bool:
-        return STRATEGIES[self.strategy].rescore
-
-    def _select(self, budget: int, candidates: np.ndarray | None = None) -> Selection:
-        rule = STRATEGIES[self.strategy].select
-        return self.select_fn(
-            self.samples, self.table, budget, strategy=rule, candidates=candidates, **self.select_options
-        )
-
-    def first(self) -> EpochPick:
-        """Epoch 0: B picks from every sample, and (for re-scoring strategies) the frozen pool."""
-        started = time.perf_counter()
-        selection = self._select(self.budget)
-        if self.rescores and self.pool == "frozen":
-            self.frozen_pool_ = self._select(self.pool_size).indices.copy()
-        everything = np.arange(len(self.samples))
-        return EpochPick(0, selection, everything, everything, select_s=time.perf_counter() - started)
-
-    def next(self, epoch: int, model: Any, previous: EpochPick) -> EpochPick:
-        """Epoch ``epoch`` >= 1: re-score the pool with ``model`` and pick B from it (or keep the picks)."""
-        if not self.rescores:
-            return EpochPick(epoch, previous.selection, previous.pool, np.zeros(0, dtype=np.int64))
-        started = time.perf_counter()
-        pool = self._current_pool()
-        ranked_s = time.perf_counter() - started
-        started = time.perf_counter()
-        fresh = self.score_fn(model, [self.samples[i] for i in pool])
-        self.table = put_rows(self.table, pool, fresh)
-        score_s = time.perf_counter() - started
-        started = time.perf_counter()
-        selection = self._select(self.budget, candidates=pool)
-        if len(selection.indices) < self.budget:
-            selection = self._top_up(selection, previous.selection, pool)
-        select_s = time.perf_counter() - started + ranked_s
-        return EpochPick(epoch, selection, pool, pool, score_s=score_s, select_s=select_s)
-
-    def _top_up(self, selection: Selection, previous: Selection, pool: np.ndarray) -> Selection:
-        """Fill a short selection up to B, so the sampler's length (and the LR schedule) holds.
-
-        After re-scoring, pool samples can cross the IFD threshold (or fail to score), leaving fewer than B
-        candidates; the rest comes from the previous epoch's picks, then the pool, in rank order.
-        """
-        chosen = selection.indices.tolist()
-        taken = set(chosen)
-        for index in [*previous.indices.tolist(), *pool.tolist()]:
-            if len(chosen) == self.budget:
-                break
-            if index not in taken:
-                chosen.append(index)
-                taken.add(index)
-        added = len(chosen) - len(selection.indices)
-        logger.warning("only %d of the %d-sample pool qualified after re-scoring; topped up with %d earlier picks",
-                       len(selection.indices), len(pool), added)
-        fill = np.asarray(chosen[len(selection.indices):], dtype=np.int64)
-        nan = np.full(added, np.nan)
-        return Selection(
-            np.asarray(chosen, dtype=np.int64), np.r_[selection.ifd, self.table.ifd[fill]],
-            np.r_[selection.diversity, nan], np.r_[selection.score, nan],
-            params={**selection.params, "topped_up": added}, summary=selection.summary,
-        )
-
-    def _current_pool(self) -> np.ndarray:
-        if self.pool == "frozen":
-            return self.frozen_pool_
-        return self._select(self.pool_size).indices.copy()
-
-
-def selection_dynamics(samples: Sequence[Sample], pick: EpochPick, previous: EpochPick | None,
-                       first: EpochPick) -> dict[str, Any]:
-    """Overlap with the previous epoch, the share not in the epoch-0 top-B, and the per-source mix."""
-    chosen = set(pick.selection.indices.tolist())
-    budget = len(chosen)
-    overlap = len(chosen & set(previous.selection.indices.tolist())) / budget if previous else None
-    new_vs_first = 1.0 - len(chosen & set(first.selection.indices.tolist())) / budget
-    mix = Counter(samples[i].source for i in chosen)
-    return {
-        "epoch": pick.epoch,
-        "budget": budget,
-        "pool_size": int(len(pick.pool)),
-        "scored": int(len(pick.scored)),
-        "overlap_with_previous": overlap,
-        "share_not_in_epoch0_top": new_vs_first,
-        "source_mix": {source: mix[source] / budget for source in sorted(mix)},
-        "source_counts": dict(sorted(mix.items())),
-    }
 
 
 # ---------------------------------------------------------------- the callback
@@ -674,41 +464,3 @@ def install_reselection(
     callback = ReselectionCallback(reselector, sampler, first, run_dir=run_dir)
     trainer.add_callback(callback)
     return callback
-
-
-def scorer_for(tokenizer: Any, **options: Any) -> ScoreFn:
-    """``score_fn(model, samples)``: :func:`iterit.scoring.score_samples` with ``tokenizer`` and ``options``
-    (template, max_length, max_batch_tokens, system_prompt, progress) bound, as the callback calls it."""
-    from iterit.scoring import score_samples
-
-    def score(model: Any, samples: Sequence[Sample]) -> ScoreTable:
-        return score_samples(model, tokenizer, samples, **options)
-
-    return score
-
-
-def score_with(model: Any, score_fn: ScoreFn, samples: Sequence[Sample]) -> ScoreTable:
-    """Score in eval mode without gradients, then put the model back in the mode it was in."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return score_fn(model, samples)
-    finally:
-        model.train(was_training)
-
-
-def valid_count(table: ScoreTable, threshold: float = math.inf) -> int:
-    """Samples a selection may pick: scored, with an IFD below ``threshold``."""
-    return int((np.isfinite(table.ifd) & (table.ifd < threshold)).sum())
-
-
-def clamp_pool_size(update_ratio: float, budget: int, table: ScoreTable, threshold: float = math.inf) -> int:
-    """u x B, clamped to the number of valid samples (and said so)."""
-    wanted = int(math.ceil(update_ratio * budget))
-    available = valid_count(table, threshold)
-    if wanted > available:
-        logger.warning("--update-ratio %g x budget %d = %d exceeds the %d valid samples; the pool is all %d",
-                       update_ratio, budget, wanted, available, available)
-        return available
-    return max(wanted, budget)

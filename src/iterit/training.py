@@ -9,8 +9,8 @@ The recipe, top to bottom (each step a small function below):
    callback re-scores the pool at each epoch end and writes ``RUN/epochs/<e>/``;
 5. save ``RUN/model/`` (and the merged model for LoRA when asked) and ``RUN/summary.json``.
 
-The re-selection machinery itself lives in :mod:`iterit.reselection`, so it also drops into a user's own
-``Trainer``; this module adds files, settings and the run folder.
+The re-selection rule lives in :mod:`iterit.rescoring` and its Trainer hooks in :mod:`iterit.reselection`, so
+it also drops into a user's own ``Trainer``; this module adds files, settings and the run folder.
 """
 
 from __future__ import annotations
@@ -29,20 +29,22 @@ from transformers import TrainingArguments
 from iterit.config import DataArgs, RenderArgs
 from iterit.data import Sample
 from iterit.errors import IterITError, missing_extra
-from iterit.reselection import (
-    STATE_FILE,
+from iterit.rescoring import (
     STRATEGIES,
-    IterITTrainer,
-    PaddingCollator,
-    ReselectionCallback,
     Reselector,
-    ResponseOnlyDataset,
-    SelectionSampler,
     clamp_pool_size,
     score_with,
     scorer_for,
     take_rows,
     valid_count,
+)
+from iterit.reselection import (
+    STATE_FILE,
+    IterITTrainer,
+    PaddingCollator,
+    ReselectionCallback,
+    ResponseOnlyDataset,
+    SelectionSampler,
 )
 from iterit.scoring import ScoreTable
 from iterit.storage import check_writable, read_table, write_json
