@@ -539,3 +539,53 @@ def test_two_processes_give_the_same_selections_and_a_schedule_sized_by_world_si
     accumulated = run_two_processes(tmp_path, {**common, "ratio": 10, "out": str(tmp_path / "acc"),
                                                "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2})
     assert accumulated["max_steps"] == 2 * steps_per_epoch(10, 2, 2, 2) == 4
+
+
+KILLABLE_SCRIPT = """
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+from iterit.reselection import ReselectionCallback
+from iterit.training import TrainConfig, train
+
+def slow_step(self, args, state, control, **kwargs):  # room to kill it mid-epoch; changes no number
+    time.sleep(0.5)
+
+ReselectionCallback.on_step_end = slow_step
+train(TrainConfig(**json.loads(sys.argv[1])))
+"""
+
+
+@pytest.mark.slow
+def test_a_real_kill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    from iterit.training import train
+
+    whole = train(recipe_config(tmp_path / "whole", tiny_model_dir, n=24, num_train_epochs=3))
+    killed = recipe_config(tmp_path / "killed", tiny_model_dir, n=24, num_train_epochs=3)
+    settings = {name: getattr(killed, name) for name in ("model", "data", "out", "strategy", "ratio", "update_ratio",
+                "num_train_epochs", "per_device_train_batch_size", "learning_rate", "max_length",
+                "max_batch_tokens", "use_cpu", "quiet", "seed", "threshold")}
+    script = tmp_path / "killable.py"
+    script.write_text(KILLABLE_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen([sys.executable, str(script), json.dumps(settings)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = Path(killed.out)
+    deadline = time.time() + 240
+    while not (run / "epochs" / "1" / "selection.parquet").exists():  # epoch 1 has begun
+        assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(0.7)  # inside epoch 1's steps
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "model").exists() and not (run / "epochs" / "2").exists()
+    resumed = train(recipe_config(tmp_path / "killed", tiny_model_dir, n=24, num_train_epochs=3, resume=True))
+    assert resumed.selections == whole.selections
+    expected, weights = load_file(whole.model_dir / "model.safetensors"), load_file(resumed.model_dir / "model.safetensors")
+    for name, tensor in expected.items():
+        assert torch.equal(weights[name], tensor), name
