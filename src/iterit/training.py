@@ -3,7 +3,7 @@
 The recipe, top to bottom (each step a small function below):
 
 1. validate the config (all problems in one message) and write ``RUN/config.yaml``;
-2. load the model (optionally wrapped in a LoRA adapter) and the data; render every sample;
+2. load the data and the model (optionally wrapped in a LoRA adapter); render every sample;
 3. score every sample with the base model (or read ``--scores``) and select the first B;
 4. train with :class:`~iterit.reselection.IterITTrainer`: the sampler yields the current B samples, the
    callback re-scores the pool at each epoch end and writes ``RUN/epochs/<e>/``;
@@ -132,8 +132,8 @@ def train(config: TrainConfig) -> RunResult:
     check_writable(run)
     write_resolved_config(config, run / "config.yaml")
 
+    samples = load_data(config)  # before the model: data errors are cheaper to find
     model, tokenizer = load_model(config)
-    samples = load_data(config)
     rendered = render_all(config, tokenizer, samples)
     checkpoint = find_resume_checkpoint(config) if config.resume else None
 
@@ -218,7 +218,9 @@ def write_resolved_config(config: TrainConfig, path: Path) -> None:
     if config.process_index != 0:
         return
     settings = json.loads(json.dumps(config.to_dict(), default=str))
-    logger.info("resolved config: %s", json.dumps(settings, sort_keys=True))
+    logger.info("resolved config in %s (strategy %s, ratio %g, update ratio %g, pool %s, %g epochs)", path,
+                config.strategy, config.ratio, config.update_ratio, config.pool, config.num_train_epochs)
+    logger.debug("resolved config: %s", json.dumps(settings, sort_keys=True))
     with atomic_open(path) as handle:
         handle.write("# iterit train: every resolved setting; rerun with `iterit train " + str(path) + "`\n")
         yaml.safe_dump(settings, handle, sort_keys=False)
