@@ -177,24 +177,28 @@ def _collect_sequences(rendered: Sequence[RenderedSample]) -> tuple[list[_Sequen
     return sequences, reasons
 
 
-def plan_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
+def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_padding: float = 0.1) -> list[list[int]]:
     """Group item indices into batches of at most ``max_batch_tokens`` padded tokens.
 
-    Longest first (an out-of-memory shows on the first batch, not after an hour), and since neighbours in
-    length order have nearly equal lengths, padding to the longest in a batch wastes little. A single item
-    longer than the budget forms its own batch. Ties are broken by index, so the plan is deterministic.
+    Longest first (an out-of-memory shows on the first batch, not after an hour). Neighbours in length order
+    have nearly equal lengths, so padding to the longest in a batch wastes little; where lengths are sparse
+    (a few hundred samples, a long tail) a batch is also closed before its padding exceeds ``max_padding`` of
+    its tokens, which bounds the overall padding share by ``max_padding``. A single item longer than the
+    budget forms its own batch. Ties are broken by index, so the plan is deterministic.
     """
     order = sorted(range(len(lengths)), key=lambda k: (-lengths[k], k))
     batches: list[list[int]] = []
     current: list[int] = []
-    width = 0
+    width = real = 0
     for k in order:
-        if current and width * (len(current) + 1) > max_batch_tokens:
+        computed = width * (len(current) + 1)
+        if current and (computed > max_batch_tokens or computed - real - lengths[k] > max_padding * computed):
             batches.append(current)
             current = []
         if not current:
-            width = lengths[k]
+            width, real = lengths[k], 0
         current.append(k)
+        real += lengths[k]
     if current:
         batches.append(current)
     return batches
@@ -251,6 +255,8 @@ def _resolve_model(model: Any) -> _ScoringModel:
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
     if backbone is inner or not callable(backbone):
         backbone = None
+    if head is not None and getattr(head, "weight", None) is None:  # e.g. a quantised head: use full logits
+        head = None
     config = _text_config(getattr(inner, "config", None))
     softcap = getattr(config, "final_logit_softcapping", None) or None
     multiplier = float(getattr(config, "logit_scale", None) or 1.0)
@@ -268,18 +274,22 @@ def _text_config(config: Any) -> Any:
     return config
 
 
-def _batch_tensors(sequences: Sequence[_Sequence], device: Any, pad_id: int) -> tuple[Any, Any, Any]:
-    """Right-padded input ids, attention mask and position ids (0.. per row, pads never attended)."""
+def _batch_tensors(sequences: Sequence[_Sequence], device: Any, pad_id: int) -> tuple[Any, Any]:
+    """Right-padded input ids and position ids (0, 1, ... in every row).
+
+    No attention mask is needed, and leaving it out is exact: with right padding every pad comes *after*
+    each real token of its row, so the causal mask already hides all pads from every position we read.
+    Without a padding mask, SDPA takes its causal kernel instead of a materialised batch x length x length
+    mask (about 1.5x faster on CPU for a 32k-vocabulary model, measured by benchmarks/scoring.py).
+    """
     import torch
 
     width = max(seq.length for seq in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
         input_ids[row, : seq.length] = torch.tensor(seq.ids[: seq.length], dtype=torch.long)
-        mask[row, : seq.length] = 1
     positions = torch.arange(width, dtype=torch.long).unsqueeze(0).expand(len(sequences), -1)
-    return input_ids.to(device), mask.to(device), positions.to(device)
+    return input_ids.to(device), positions.to(device)
 
 
 def _target_index(sequences: Sequence[_Sequence]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -326,15 +336,15 @@ def _token_losses(parts: _ScoringModel, sequences: Sequence[_Sequence], pad_id: 
     import torch
     import torch.nn.functional as F
 
-    input_ids, mask, positions = _batch_tensors(sequences, parts.device, pad_id)
+    input_ids, positions = _batch_tensors(sequences, parts.device, pad_id)
     rows, cols, targets = (torch.from_numpy(a) for a in _target_index(sequences))
     if head_only:
-        out = parts.backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False)
+        out = parts.backbone(input_ids=input_ids, position_ids=positions, use_cache=False)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         picked = hidden[rows.to(hidden.device), cols.to(hidden.device)]
         return _chunked_cross_entropy(parts, picked, targets).cpu()
     # Fallback for heads we cannot reproduce: the model's own logits over the batch, gathered at the targets.
-    logits = parts.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
+    logits = parts.model(input_ids=input_ids, position_ids=positions, use_cache=False).logits
     picked = logits[rows.to(logits.device), cols.to(logits.device)].float()
     return F.cross_entropy(picked, targets.to(picked.device), reduction="none").cpu()
 
