@@ -57,12 +57,15 @@ COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
 }
 REQUIRED = {"model", "out", "run"}  # string fields whose empty default means "must be given"
 # Names users bring from other tools' configs. transformers 5 folded warmup_ratio into warmup_steps (< 1: a share).
+# Only `train` carries TrainingArguments; the demo has a plain `epochs` setting of its own.
 RENAMED_FLAGS = {
-    "--epochs": "--num_train_epochs",
-    "epochs": "num_train_epochs",
-    "--warmup-ratio": "--warmup_steps",
-    "--warmup_ratio": "--warmup_steps",
-    "warmup_ratio": "warmup_steps",
+    "train": {
+        "--epochs": "--num_train_epochs",
+        "epochs": "num_train_epochs",
+        "--warmup-ratio": "--warmup_steps",
+        "--warmup_ratio": "--warmup_steps",
+        "warmup_ratio": "warmup_steps",
+    }
 }
 
 
@@ -124,11 +127,11 @@ def parse_config(command: str, config_class: type, argv: list[str], positional: 
     """Build ``config_class`` from an optional YAML file, an optional positional value, and flags."""
     from transformers import HfArgumentParser
 
-    argv = [RENAMED_FLAGS.get(arg.split("=", 1)[0], arg.split("=", 1)[0]) + ("=" + arg.split("=", 1)[1] if "=" in arg else "")
-            if arg.startswith("--") else arg for arg in argv]
+    renamed = RENAMED_FLAGS.get(command, {})
+    argv = [_rename_flag(arg, renamed) for arg in argv]
     file_values: dict[str, Any] = {}
     if argv and not argv[0].startswith("-") and argv[0].endswith((".yaml", ".yml")):
-        file_values = read_config_file(argv.pop(0), config_class)
+        file_values = read_config_file(argv.pop(0), config_class, renamed)
     if positional and argv and not argv[0].startswith("-"):
         argv = [f"--{positional}", argv[0], *argv[1:]]
     doc = COMMANDS[command][0]
@@ -150,7 +153,14 @@ def parse_config(command: str, config_class: type, argv: list[str], positional: 
         raise IterITError(f"invalid settings: {err}".replace("\n", " ")) from None
 
 
-def read_config_file(path: str, config_class: type) -> dict[str, Any]:
+def _rename_flag(arg: str, renamed: dict[str, str]) -> str:
+    if not arg.startswith("--"):
+        return arg
+    name, sep, value = arg.partition("=")
+    return renamed.get(name, name) + sep + value
+
+
+def read_config_file(path: str, config_class: type, renamed: dict[str, str] | None = None) -> dict[str, Any]:
     """A YAML config's keys, checked against the command's fields (all unknown keys reported at once)."""
     import yaml
 
@@ -165,7 +175,7 @@ def read_config_file(path: str, config_class: type) -> dict[str, Any]:
         raise IterITError(f"{where}: not valid YAML ({getattr(err, 'problem', err)}); fix the file") from None
     if not isinstance(values, dict):
         raise IterITError(f"{source}: a config file must be a mapping of setting: value")
-    values = {RENAMED_FLAGS.get(key, key).replace("-", "_"): value for key, value in values.items()}
+    values = {(renamed or {}).get(key, key).replace("-", "_"): value for key, value in values.items()}
     fields = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - fields)
     if unknown:

@@ -113,6 +113,6 @@ class DemoConfig:
     seed: int = field(default=0, metadata=_help("the same seed gives the same data, model and selections"))
     strategies: str = field(default="iterit,static,ifd,random,full", metadata=_help("strategies to compare, comma separated"))
     epochs: int = field(default=3, metadata=_help("epochs per strategy (the paper's 3)"))
-    ratio: float = field(default=0.08, metadata=_help("per-epoch budget as a share of the data (5-10%)"))
+    ratio: float = field(default=0.08, metadata=_help("per-epoch budget as a share of the data (5-10%%)"))
     pool: str = field(default="rolling", metadata=_help("frozen (the reference) | rolling"))
     cache: str = field(default=".cache/iterit", metadata=_help("where the pretrained base model is cached between runs"))
