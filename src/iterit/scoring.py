@@ -423,13 +423,14 @@ def _gather(obj: Any, world: int) -> list[Any]:
 # The engine
 
 
-def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
-    """A tqdm bar over sequences, shown only on an interactive terminal and on rank 0."""
+def _progress_bar(total: float, desc: str, enabled: bool) -> Any:
+    """A tqdm bar in samples (two sequences each), shown only on an interactive terminal and on rank 0."""
     from tqdm.auto import tqdm
 
     rank, _ = distributed_rank_world()
     show = enabled and rank == 0 and sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="seq", disable=not show, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="sample", disable=not show, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
 
 
 def _pad_id(model: Any, pad_token_id: int | None) -> int:
@@ -462,8 +463,8 @@ def _run_batches(
         means = _mean_per_sequence(_token_losses(parts, items, pad_id, head_only), items)
         results.update(zip(batch, means))
         tokens += sum(item.length for item in items)
-        bar.update(len(batch))
-        bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - started, 1e-9):.0f}", refresh=False)
+        bar.update(len(batch) / 2)  # a sample is two sequences: conditioned and alone
+        bar.set_postfix(tokens_s=f"{tokens / max(time.perf_counter() - started, 1e-9):.0f}", refresh=False)
     return results
 
 
@@ -515,7 +516,7 @@ def score_rendered(
             head_only = parts.head_only and bool(sequences)
             if head_only:
                 head_only = _head_matches_model(parts, sequences[min(range(len(lengths)), key=lengths.__getitem__)], pad_id)
-            with _progress_bar(sum(len(b) for b in mine), desc, progress) as bar:
+            with _progress_bar(sum(len(b) for b in mine) / 2, desc, progress) as bar:
                 local = _run_batches(parts, sequences, mine, pad_id, head_only, bar)
     finally:
         parts.model.train(was_training)
@@ -656,7 +657,9 @@ def load_model(model_id_or_dir: str, *, dtype: str = "auto", device: str = "auto
     local_only = _offline()
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_id_or_dir, local_files_only=local_only)
-        model = AutoModelForCausalLM.from_pretrained(model_id_or_dir, dtype=torch_dtype, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_id_or_dir, dtype=torch_dtype, device_map=target, local_files_only=local_only
+        )
     except (OSError, ValueError, KeyError, ImportError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         hint = " (HF_HUB_OFFLINE is set: only local folders and cached models load)" if local_only else ""
@@ -664,7 +667,6 @@ def load_model(model_id_or_dir: str, *, dtype: str = "auto", device: str = "auto
             f"--model {model_id_or_dir}: cannot load it{hint}: {first}; "
             "give a local model folder or a Hugging Face model id"
         ) from None
-    model.to(target)
     model.eval()
     return model, tokenizer
 

@@ -1,0 +1,263 @@
+"""Race iterit's IFD engine against the two ways IFD is usually computed, on the same model, data and threads.
+
+    .venv/bin/python benchmarks/scoring.py                      # tiny model + wide (32k vocabulary) model
+    .venv/bin/python benchmarks/scoring.py --n 100 --models tiny
+
+(a) naive: one sample at a time, full logits (how Cherry-LLM computes IFD);
+(b) reference-style: dataset order, batches of 8 padded to the longest, full float32 logits of every position
+    (how the IterIT reference computes it);
+(c) iterit: ``score_rendered`` (length-sorted batches under a token budget, head applied only at response
+    positions, chunked cross-entropy).
+
+All three score the same rendered token ids (rendering is shared and not timed), and must agree to a relative
+IFD difference of 1e-4. Peak memory is the growth of the process's resident set (VmHWM in /proc/self/status,
+reset before each method by writing 5 to /proc/self/clear_refs) over the resident set when the method starts:
+torch's CPU tensors live outside Python's allocator, so tracemalloc cannot see them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from iterit.render import RenderedSample
+
+REPO = Path(__file__).resolve().parents[1]
+# A random sample of Alpaca-52k, the data Cherry-LLM and IterIT score.
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "train" / "alpaca_alpagasus" / "random_9k.json"
+REFERENCE_BATCH = 8
+DEFAULT_BUDGET = 16384  # score_rendered's default max_batch_tokens
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Memory and timing
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def measure(run: Callable[[], np.ndarray]) -> tuple[np.ndarray, float, float]:
+    """(IFD values, seconds, peak resident-set growth in MiB) of one method."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (the peak RSS) to the current RSS
+    start_rss = _status_kib("VmRSS")
+    started = time.perf_counter()
+    ifd = run()
+    seconds = time.perf_counter() - started
+    return ifd, seconds, (_status_kib("VmHWM") - start_rss) / 1024
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The two baselines
+
+
+def _span_loss(logits: torch.Tensor, ids: Sequence[int], span: tuple[int, int]) -> float:
+    start, end = span
+    return float(F.cross_entropy(logits[start - 1 : end - 1].float(), torch.tensor(ids[start:end])))
+
+
+def naive_loop(model, rendered: Sequence[RenderedSample]) -> np.ndarray:
+    """(a) Cherry-LLM style: each text forwarded alone, full logits, loss over the response."""
+    ifd = np.empty(len(rendered))
+    with torch.no_grad():
+        for i, item in enumerate(rendered):
+            cond = _span_loss(model(torch.tensor([item.input_ids])).logits[0], item.input_ids, item.span)
+            prior = _span_loss(model(torch.tensor([item.prior_ids])).logits[0], item.prior_ids, item.prior_span)
+            ifd[i] = np.exp(cond - prior)
+    return ifd
+
+
+def _reference_batch_losses(model, texts: Sequence[tuple[list[int], tuple[int, int]]], pad_id: int) -> np.ndarray:
+    """Mean response loss per row, from full float32 logits of a right-padded batch."""
+    width = max(len(ids) for ids, _ in texts)
+    input_ids = torch.full((len(texts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    labels = torch.full_like(input_ids, -100)
+    for row, (ids, (start, end)) in enumerate(texts):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+        labels[row, start:end] = torch.tensor(ids[start:end])
+    logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+    per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")
+    counts = (labels[:, 1:] != -100).sum(1)
+    return (per_token.sum(1) / counts).double().numpy()
+
+
+def reference_batches(model, rendered: Sequence[RenderedSample], pad_id: int) -> tuple[np.ndarray, float]:
+    """(b) IterIT-reference style: dataset order, fixed batches of 8 padded to the longest. Also its padding."""
+    ifd = np.empty(len(rendered))
+    real = padded = 0
+    with torch.no_grad():
+        for first in range(0, len(rendered), REFERENCE_BATCH):
+            batch = rendered[first : first + REFERENCE_BATCH]
+            cond = _reference_batch_losses(model, [(r.input_ids, r.span) for r in batch], pad_id)
+            prior = _reference_batch_losses(model, [(r.prior_ids, r.prior_span) for r in batch], pad_id)
+            ifd[first : first + len(batch)] = np.exp(cond - prior)
+            for texts in ([r.input_ids for r in batch], [r.prior_ids for r in batch]):
+                real += sum(map(len, texts))
+                padded += max(map(len, texts)) * len(texts)
+    return ifd, 1 - real / padded
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Models and data
+
+
+def build_models(cache: Path) -> dict[str, tuple]:
+    """The demo tiny model (2k vocabulary) and a wider random Llama with a 32k vocabulary on its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from iterit.demo.tiny_model import build_tiny_model
+
+    tiny_dir = cache / "tiny-model"
+    if not (tiny_dir / "config.json").exists():
+        build_tiny_model(tiny_dir, seed=0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    tiny = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    torch.manual_seed(0)
+    # The tiny tokenizer's ids (< 2048) are valid in a 32k vocabulary, so the same rendered ids feed both.
+    wide_config = LlamaConfig(
+        vocab_size=32000,
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    wide = LlamaForCausalLM(wide_config).eval()
+    return {"tiny": (tiny, tokenizer), "wide": (wide, tokenizer)}
+
+
+def load_rendered(path: Path, n: int, tokenizer, max_length: int) -> list[RenderedSample]:
+    """The first ``n`` scorable samples of ``path``, rendered by iterit's own renderer."""
+    from iterit.data import load_samples
+    from iterit.render import render_samples
+
+    samples = load_samples([path], skip_invalid=True).samples[: n * 2]
+    rendered = [r for r in render_samples(tokenizer, samples, max_length=max_length) if r.reason is None]
+    return rendered[:n]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The race
+
+
+def race(name: str, model, tokenizer, rendered: Sequence[RenderedSample], rounds: int) -> dict[str, dict]:
+    """Run (a), (b), (c) on one model ``rounds`` times, interleaved; check they agree; return their rows.
+
+    Each method's time is its best round (as ``timeit`` reports): other processes on a shared machine only
+    ever add time, so the minimum is the least noisy estimate. Peak memory is the largest over the rounds.
+    """
+    from iterit.scoring import score_rendered
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tokens = sum(len(r.input_ids) + len(r.prior_ids) for r in rendered)
+    # Equal batch for the memory comparison: iterit's budget = the reference's mean padded batch size.
+    groups = [rendered[i : i + REFERENCE_BATCH] for i in range(0, len(rendered), REFERENCE_BATCH)]
+    equal_budget = int(np.mean([max(len(r.input_ids) for r in group) * len(group) for group in groups]))
+    padding: dict[str, float] = {}
+
+    def run_b() -> np.ndarray:
+        values, padding["b"] = reference_batches(model, rendered, pad_id)
+        return values
+
+    def run_c(key: str, budget: int) -> Callable[[], np.ndarray]:
+        def run() -> np.ndarray:
+            result = score_rendered(model, rendered, max_batch_tokens=budget, progress=False)
+            padding[key] = result.stats["padding_share"]
+            return result.ifd
+
+        return run
+
+    methods = {
+        "a": ("(a) naive per-sample loop", lambda: naive_loop(model, rendered)),
+        "b": ("(b) reference batches of 8", run_b),
+        "c": (f"(c) iterit, default budget {DEFAULT_BUDGET} tokens", run_c("c", DEFAULT_BUDGET)),
+        "c=": (f"(c) iterit at (b)'s batch size ({equal_budget} tokens)", run_c("c=", equal_budget)),
+    }
+    warm = rendered[:2]
+    naive_loop(model, warm), reference_batches(model, warm, pad_id), score_rendered(model, warm, progress=False)
+    rows = {key: {"method": label, "seconds": float("inf"), "memory": 0.0} for key, (label, _) in methods.items()}
+    values: dict[str, np.ndarray] = {}
+    for _ in range(rounds):
+        for key, (_, run) in methods.items():
+            values[key], seconds, memory = measure(run)
+            rows[key]["seconds"] = min(rows[key]["seconds"], seconds)
+            rows[key]["memory"] = max(rows[key]["memory"], memory)
+    for key, row in rows.items():
+        row["padding"] = padding.get(key, 0.0)
+        row["difference"] = float(np.max(np.abs(values[key] - values["c"]) / np.abs(values["c"])))
+        if not row["difference"] <= 1e-4:
+            sys.exit(f"{name}: method {key} disagrees with iterit: max relative IFD difference {row['difference']:.2e}")
+        row["samples_per_s"] = len(rendered) / row["seconds"]
+        row["tokens_per_s"] = tokens / row["seconds"]
+    return rows
+
+
+def markdown_table(name: str, vocab: int, n: int, rounds: int, rows: dict[str, dict]) -> str:
+    lines = [
+        f"**{name} model** (vocabulary {vocab}, {n} samples, {torch.get_num_threads()} threads, best of {rounds} rounds)",
+        "",
+        "| method | samples/s | tokens/s | padding | peak memory (MiB) | max rel. IFD diff vs (c) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows.values():
+        lines.append(
+            f"| {row['method']} | {row['samples_per_s']:.1f} | {row['tokens_per_s']:.0f} | {row['padding']:.1%} "
+            f"| {row['memory']:.0f} | {row['difference']:.1e} |"
+        )
+    c, equal, a, b = rows["c"], rows["c="], rows["a"], rows["b"]
+    lines += [
+        "",
+        f"samples/s c/a: {c['samples_per_s'] / a['samples_per_s']:.1f}x, c/b: {c['samples_per_s'] / b['samples_per_s']:.1f}x "
+        f"(at (b)'s batch size: {equal['samples_per_s'] / a['samples_per_s']:.1f}x, "
+        f"{equal['samples_per_s'] / b['samples_per_s']:.1f}x); peak memory at (b)'s batch size: "
+        f"{equal['memory'] / max(b['memory'], 1e-9):.2f} of (b)",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a training data file (default: Cherry Alpaca 5%%)")
+    parser.add_argument("--n", type=int, default=300, help="samples to score")
+    parser.add_argument("--max-length", type=int, default=1024, help="rendering limit in tokens")
+    parser.add_argument("--models", default="tiny,wide", help="comma-separated: tiny, wide")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads, the same for every method (this CPU has 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; each method's best is kept")
+    parser.add_argument("--cache", type=Path, default=REPO / ".bench", help="where the tiny model is built once")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not args.data.exists():
+        sys.exit(f"{args.data}: not found; pass --data with a training file from ../shared/data/train")
+    torch.set_num_threads(args.threads)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    models = build_models(args.cache)
+    for name in args.models.split(","):
+        model, tokenizer = models[name]
+        rendered = load_rendered(args.data, args.n, tokenizer, args.max_length)
+        rows = race(name, model, tokenizer, rendered, args.rounds)
+        print(markdown_table(name, model.config.vocab_size, len(rendered), args.rounds, rows), flush=True)
+        print()
+
+
+if __name__ == "__main__":
+    main()
