@@ -113,7 +113,7 @@ def tiny(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    return tokenizer, lambda: AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    return tokenizer, lambda: AutoModelForCausalLM.from_pretrained(tiny_model_dir)  # float32
 
 
 def plain_trainer(model, tokenizer, rendered, out, **overrides):
@@ -257,7 +257,7 @@ def test_static_strategy_keeps_the_same_picks(tiny, tmp_path):
 
 @pytest.mark.parametrize("accumulation", [1, 3])
 def test_one_lr_schedule_spans_all_epochs_sized_from_the_budget(tiny, tmp_path, accumulation):
-    from iterit.training import steps_per_epoch
+    from iterit.rescoring import steps_per_epoch
 
     tokenizer, load = tiny
     samples = make_samples(40)
@@ -266,7 +266,11 @@ def test_one_lr_schedule_spans_all_epochs_sized_from_the_budget(tiny, tmp_path, 
                             lr_scheduler_type="linear", warmup_steps=1)
     install_reselection(trainer, samples, budget=10, score_fn=response_loss_scorer(tokenizer),
                         select_fn=top_ifd_selector, strategy="iterit", update_ratio=2)
-    trainer.train()
+    try:
+        trainer.train()
+    except IterITError as err:  # a Trainer that floors the steps per epoch (transformers before the 2025 rewrite)
+        assert accumulation == 3 and "plans 2 optimizer steps for 4" in str(err)
+        return
     expected = 2 * steps_per_epoch(10, 2, 1, accumulation)  # 5 batches: 5 steps, or 2 steps (3 + a short 2)
     assert trainer.state.max_steps == expected == trainer.state.global_step
     assert trainer.lr_scheduler.last_epoch == expected  # one schedule, stepped once per optimizer step
@@ -521,7 +525,8 @@ def run_two_processes(tmp_path: Path, settings: dict) -> dict:
 
 @pytest.mark.slow
 def test_two_processes_give_the_same_selections_and_a_schedule_sized_by_world_size(tiny_model_dir, tmp_path):
-    from iterit.training import steps_per_epoch, train
+    from iterit.rescoring import steps_per_epoch
+    from iterit.training import train
 
     data = write_data(tmp_path / "data.jsonl", 32)
     common = dict(model=str(tiny_model_dir), data=[str(data)], strategy="iterit", ratio=8, update_ratio=2,

@@ -280,3 +280,14 @@ def clamp_pool_size(update_ratio: float, budget: int, table: ScoreTable, thresho
                        update_ratio, budget, wanted, available, available)
         return available
     return max(wanted, budget)
+
+
+def steps_per_epoch(budget: int, per_device_batch_size: int, world_size: int, accumulation: int) -> int:
+    """Optimizer steps per epoch as the Trainer computes them for a sampler of length ``budget``.
+
+    accelerate deals whole batches to ranks (``ceil(batches / world)`` per rank, padding the last round),
+    and the Trainer makes a shorter final accumulation step when the epoch's batches are not a multiple of
+    ``accumulation``: ``ceil(ceil(B / (batch x world)) / accumulation)``.
+    """
+    batches_per_rank = math.ceil(math.ceil(budget / per_device_batch_size) / world_size)
+    return max(1, math.ceil(batches_per_rank / accumulation))

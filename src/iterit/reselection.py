@@ -52,6 +52,7 @@ from iterit.rescoring import (
     score_with,
     scorer_for,
     selection_dynamics,
+    steps_per_epoch,
 )
 from iterit.scoring import ScoreTable
 from iterit.selection import Selection
@@ -189,6 +190,7 @@ class ReselectionCallback(TrainerCallback):
             self._restore_from(Path(args.output_dir) / f"checkpoint-{state.global_step}")
         if state.global_step > 0:
             self._catch_up(state, model)
+        self._check_schedule(args, state)
         if not self._recorded_first and self.current.epoch == 0:
             self._record_pick(self.current, None, state)
             self._recorded_first = True
@@ -227,6 +229,24 @@ class ReselectionCallback(TrainerCallback):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
                 write_json(folder / STATE_FILE, self.state_dict())
+
+    def _check_schedule(self, args, state) -> None:
+        """Stop when the Trainer sized the LR schedule for fewer steps than the epochs will take.
+
+        transformers before the 2025 loop rewrite computed ``batches // accumulation`` steps per epoch (a floor)
+        but still stepped on an epoch's short last accumulation, so training stopped early, mid-epoch.
+        """
+        if args.dataloader_drop_last or args.max_steps > 0:
+            return
+        per_epoch = steps_per_epoch(len(self.sampler), args.per_device_train_batch_size, args.world_size,
+                                    args.gradient_accumulation_steps)
+        expected = per_epoch * math.ceil(args.num_train_epochs)
+        if state.max_steps < expected:
+            raise IterITError(
+                f"this transformers version plans {state.max_steps} optimizer steps for {expected} "
+                f"({per_epoch} per epoch: the last accumulation of an epoch is short); upgrade transformers, or "
+                "choose a budget whose batches per epoch divide by --gradient-accumulation-steps"
+            )
 
     def _catch_up(self, state, model: Any) -> None:
         """Re-select now when the checkpoint was saved after an epoch's last step but before its end.

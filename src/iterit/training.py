@@ -92,6 +92,7 @@ class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
     resume: bool = field(default=False, metadata=_help("continue a killed run from its last finished checkpoint"))
     quiet: bool = field(default=False, metadata=_help("no progress bars (for logs)"))
     # Overridden TrainingArguments defaults.
+    output_dir: str | None = field(default=None, metadata=_help("the Trainer's checkpoints (default: <out>/checkpoints)"))
     learning_rate: float = field(default=2e-5, metadata=_help("peak learning rate (the paper: 2e-5 for full fine-tuning)"))
     save_strategy: str = field(default="epoch", metadata=_help("checkpoint at each epoch end, so --resume continues from the last finished epoch"))
     save_total_limit: int | None = field(default=2, metadata=_help("checkpoints kept (2: the last and the one before, in case the last was cut)"))
@@ -419,14 +420,3 @@ def write_summary(config: TrainConfig, result: RunResult, samples: list[Sample],
         "epochs": result.epochs, "max_steps": result.max_steps, "timings": totals,
         "model_dir": str(result.model_dir),
     })
-
-
-def steps_per_epoch(budget: int, per_device_batch_size: int, world_size: int, accumulation: int) -> int:
-    """Optimizer steps per epoch as the Trainer computes them for a sampler of length ``budget``.
-
-    accelerate deals whole batches to ranks (``ceil(batches / world)`` per rank, padding the last round),
-    and the Trainer makes a shorter final accumulation step when the epoch's batches are not a multiple of
-    ``accumulation``: ``ceil(ceil(B / (batch x world)) / accumulation)``.
-    """
-    batches_per_rank = math.ceil(math.ceil(budget / per_device_batch_size) / world_size)
-    return max(1, math.ceil(batches_per_rank / accumulation))
