@@ -426,3 +426,22 @@ def test_killed_run_resumes_to_identical_output_and_other_arguments_are_refused(
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
     assert read_table(out)[0] == read_table(tmp_path / "straight.jsonl")[0]
     assert not shards.exists()
+
+
+@pytest.mark.slow
+def test_score_command_under_torchrun_writes_the_single_process_output(tmp_path: Path, tiny_model_dir: Path):
+    from iterit.storage import read_table
+
+    data = write_alpaca(tmp_path / "facts.json", 30)
+    script = tmp_path / "score.py"
+    script.write_text(SCORE_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    outputs = {}
+    for world in (1, 2):
+        out = tmp_path / f"world{world}.jsonl"
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
+                   str(script), str(tiny_model_dir), str(data), str(out), "2048"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[world] = read_table(out)[0]
+    assert outputs[2] == outputs[1]

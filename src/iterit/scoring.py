@@ -875,6 +875,8 @@ def score_command(
     with a smaller budget. The shard folder is removed once ``out`` is written.
 
     Under ``torchrun``/``accelerate launch`` every rank runs this; each scores its share and rank 0 writes.
+    ``format``, ``columns``, ``system_prompt``, ``skip_invalid`` and ``dedup`` go to
+    :func:`iterit.data.load_samples` (the system prompt is added there, to conversations that have none).
 
     Returns:
         The summary (:func:`summarize_scores`) with ``out`` and ``resumed_shards`` added.
