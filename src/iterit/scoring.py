@@ -644,6 +644,14 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _dtype_keyword(torch_dtype: Any) -> dict[str, Any]:
+    """``dtype=`` since transformers 4.56, ``torch_dtype=`` before (we support 4.46 and later)."""
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype": torch_dtype} if (major, minor) >= (4, 56) else {"torch_dtype": torch_dtype}
+
+
 def load_model(model_id_or_dir: str, *, dtype: str = "auto", device: str = "auto") -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer for scoring, in eval mode on ``device``.
 
@@ -658,7 +666,7 @@ def load_model(model_id_or_dir: str, *, dtype: str = "auto", device: str = "auto
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_id_or_dir, local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(
-            model_id_or_dir, dtype=torch_dtype, device_map=target, local_files_only=local_only
+            model_id_or_dir, **_dtype_keyword(torch_dtype), device_map=target, local_files_only=local_only
         )
     except (OSError, ValueError, KeyError, ImportError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
