@@ -297,7 +297,8 @@ def run_eval(config: Any) -> int:
     result = eval_command(
         config.model, config.data, config.out, config.metrics,
         template=config.template, max_length=config.max_length, max_new_tokens=config.max_new_tokens,
-        lm_eval=config.lm_eval, lm_eval_include=config.lm_eval_include, dtype=config.dtype, device=config.device,
+        batch_size=config.batch_size, lm_eval=config.lm_eval, lm_eval_include=config.lm_eval_include,
+        lm_eval_limit=config.lm_eval_limit, dtype=config.dtype, device=config.device, progress=not config.quiet,
         **_data_options(config),
     )
     _print(format_table(result) + (f"\nwrote {config.out}" if config.out else ""))

@@ -91,10 +91,13 @@ class EvalConfig(DataArgs, RenderArgs):
     out: str | None = field(default=None, metadata=_help("write the results as JSON here"))
     metrics: str = field(default="loss,exact,contains", metadata=_help("comma list of loss, exact, contains"))
     max_new_tokens: int = field(default=64, metadata=_help("generation length for exact/contains"))
+    batch_size: int = field(default=16, metadata=_help("prompts per generation batch"))
     lm_eval: str | None = field(default=None, metadata=_help("comma list of lm-evaluation-harness tasks (needs iterit[lm-eval])"))
     lm_eval_include: str | None = field(default=None, metadata=_help("folder of your own lm-eval task YAMLs"))
+    lm_eval_limit: float | None = field(default=None, metadata=_help("examples per lm-eval task (a share if below 1)"))
     dtype: str = field(default="auto", metadata=_help("auto | float32 | bfloat16 | float16"))
     device: str = field(default="auto", metadata=_help("auto | cpu | cuda"))
+    quiet: bool = field(default=False, metadata=_help("no progress bars (for logs)"))
 
 
 @dataclass
