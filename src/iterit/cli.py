@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise IterITError(f"unknown command '{command}'; {hint}run `iterit --help` for the list")
         _, config_ref, handler_ref, positional = COMMANDS[command]
         config = parse_config(command, _resolve(config_ref), rest, positional)
+        if getattr(config, "quiet", False):
+            _silence_progress_bars()
         return int(_resolve(handler_ref)(config) or 0)
     except IterITError as err:
         if verbose:
@@ -191,6 +193,16 @@ def _resolve(ref: str) -> Any:
 
     module, name = ref.split(":")
     return getattr(importlib.import_module(module), name)
+
+
+def _silence_progress_bars() -> None:
+    """--quiet: no bars from transformers or huggingface_hub either (model loading, saving)."""
+    import os
+
+    from transformers.utils import logging as hf_logging
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    hf_logging.disable_progress_bar()
 
 
 def _pop_flag(args: list[str], *names: str) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformers import TrainingArguments
+from transformers import PrinterCallback, TrainingArguments
 
 from iterit.config import DataArgs, RenderArgs
 from iterit.data import Sample
@@ -104,7 +104,15 @@ class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
             self.output_dir = str(Path(self.out) / "checkpoints")
         if self.quiet:
             self.disable_tqdm = True
+        if self.dataloader_pin_memory and not _has_accelerator():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; on a CPU it only warns
         super().__post_init__()
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 @dataclass
@@ -166,6 +174,8 @@ def train(config: TrainConfig) -> RunResult:
         data_collator=PaddingCollator(pad_token_id(tokenizer)), processing_class=tokenizer,
         callbacks=[callback], selection_sampler=sampler,
     )
+    if config.quiet:
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict when progress bars are off
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     model_dir = save_final_model(config, trainer, tokenizer, run)
