@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,3 +31,35 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from iterit.demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
+
+
+def run_in_group(command: list[str], *, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a command in its own process group and always kill the whole group afterwards.
+
+    torchrun's workers outlive a killed launcher and can hang in a collective; killing the group reaps them.
+    Output goes to files, not pipes, so a chatty child can never block on a full pipe.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True, start_new_session=True)
+        try:
+            returncode = process.wait(timeout=timeout)
+        finally:
+            kill_group(process)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(command, returncode, out.read(), err.read())
+
+
+def start_in_group(command: list[str], *, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
+    """Start a command to be killed later with :func:`kill_group` (its output goes to ``log``)."""
+    sink = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - the child holds it open
+    return subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a process and everything it started, then reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=60)

@@ -103,8 +103,6 @@ def test_skip_invalid_with_nothing_valid_left_is_one_clear_error(
     one_error_line(capsys)
 
 
-@pytest.mark.xfail(strict=True, reason="score_command writes an empty table when --skip-invalid leaves no sample; "
-                   "select, train and eval stop with status 2")
 def test_score_with_nothing_valid_left_is_one_clear_error(tmp_path: Path, tiny_model_dir: Path,
                                                           capsys: pytest.CaptureFixture) -> None:
     args = command_args("score", BAD / "no_final_assistant.jsonl", tmp_path, model=str(tiny_model_dir))
@@ -170,13 +168,7 @@ def output_args(command: str, data: Path, out: Path) -> list[str]:
 
 
 # Tests run as root, where a read-only folder is still writable; a path below a regular file can never be created.
-UNDER_A_FILE_XFAIL = pytest.mark.xfail(
-    strict=True, reason="storage.check_writable accepts a path below a regular file (it probes the file itself); "
-    "the command then fails later with a NotADirectoryError traceback (eval: after the whole evaluation)")
-
-
-@pytest.mark.parametrize("command", [pytest.param(c, marks=UNDER_A_FILE_XFAIL)
-                                     for c in ("score", "select", "train", "eval", "demo")])
+@pytest.mark.parametrize("command", list(("score", "select", "train", "eval", "demo")))
 def test_output_below_a_regular_file_is_one_line_before_any_work(
     command: str, tmp_path: Path, good_data: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -217,11 +209,6 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path)
     return tmp / "run"
 
 
-REPORT_XFAIL = pytest.mark.xfail(strict=True, reason="report.write_report never calls storage.check_writable: "
-                                 "a full disk or a blocked plots/ folder surfaces mid-way as an OSError traceback")
-
-
-@REPORT_XFAIL
 def test_report_on_a_full_disk_is_one_line(finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import iterit.storage
@@ -232,7 +219,6 @@ def test_report_on_a_full_disk_is_one_line(finished_run: Path, tmp_path: Path, c
     assert "free" in one_error_line(capsys)
 
 
-@REPORT_XFAIL
 def test_report_with_its_plots_folder_blocked_is_one_line(finished_run: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture) -> None:
     run = shutil.copytree(finished_run, tmp_path / "run")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import kill_group, run_in_group, start_in_group
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from iterit.errors import IterITError
@@ -275,7 +275,7 @@ def run_torchrun(tmp_path: Path, world: int) -> dict[str, np.ndarray]:
     script.write_text(WORKER.format(tests=str(Path(__file__).parent), world=world, out=str(out)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}", str(script)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = run_in_group(command, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return dict(np.load(out))
 
@@ -392,10 +392,9 @@ score_command(sys.argv[1], [sys.argv[2]], sys.argv[3], shard_size=4, max_length=
 """
 
 
-def run_score(model: Path, data: Path, out: Path, max_length: int = 2048) -> subprocess.Popen:
+def score_script(model: Path, data: Path, out: Path, max_length: int = 2048) -> tuple[list[str], dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-c", SCORE_SCRIPT, str(model), str(data), str(out), str(max_length)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return [sys.executable, "-c", SCORE_SCRIPT, str(model), str(data), str(out), str(max_length)], env
 
 
 @pytest.mark.slow
@@ -404,17 +403,20 @@ def test_killed_run_resumes_to_identical_output_and_other_arguments_are_refused(
     from iterit.storage import read_table
 
     data = write_alpaca(tmp_path / "facts.json", 800)
-    straight = run_score(tiny_model_dir, data, tmp_path / "straight.jsonl")
-    assert straight.wait(timeout=300) == 0, straight.stderr.read()[-3000:]
+    command, env = score_script(tiny_model_dir, data, tmp_path / "straight.jsonl")
+    straight = run_in_group(command, env=env)
+    assert straight.returncode == 0, straight.stderr[-3000:]
 
     out = tmp_path / "resumed.jsonl"
     shards = Path(f"{out}.shards")
-    killed = run_score(tiny_model_dir, data, out)
+    command, env = score_script(tiny_model_dir, data, out)
+    killed = start_in_group(command, env=env)
     deadline = time.monotonic() + 300
-    while not (shards / "shard-000000.json").exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    killed.kill()
-    killed.wait()
+    try:
+        while not (shards / "shard-000000.json").exists() and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        kill_group(killed)
     done_before = sorted(p.name for p in shards.glob("shard-*.json"))
     assert done_before and not out.exists(), "the run finished before it could be killed"
     assert len(done_before) < 200
@@ -422,8 +424,8 @@ def test_killed_run_resumes_to_identical_output_and_other_arguments_are_refused(
     with pytest.raises(IterITError, match=r"other arguments \(differs in: max_length\).*delete"):
         score_command(str(tiny_model_dir), [str(data)], str(out), shard_size=4, max_length=512, progress=False)
 
-    resumed = run_score(tiny_model_dir, data, out)
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
+    resumed = run_in_group(command, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_table(out)[0] == read_table(tmp_path / "straight.jsonl")[0]
     assert not shards.exists()
 
@@ -441,7 +443,7 @@ def test_score_command_under_torchrun_writes_the_single_process_output(tmp_path:
         out = tmp_path / f"world{world}.jsonl"
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
                    str(script), str(tiny_model_dir), str(data), str(out), "2048"]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        done = run_in_group(command, env=env, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         outputs[world] = read_table(out)[0]
     assert outputs[2] == outputs[1]

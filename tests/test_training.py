@@ -10,13 +10,13 @@ import logging
 import math
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import kill_group, run_in_group, start_in_group
 from transformers import TrainerCallback as TrainerCallbackBase
 
 from iterit.data import Sample
@@ -518,7 +518,7 @@ def run_two_processes(tmp_path: Path, settings: dict) -> dict:
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                "--master_port", str(port), str(script), json.dumps(settings)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = run_in_group(command, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads((Path(settings["out"]) / "result.json").read_text())
 
@@ -563,7 +563,6 @@ train(TrainConfig(**json.loads(sys.argv[1])))
 
 @pytest.mark.slow
 def test_a_real_kill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
-    import signal
     import time
 
     from safetensors.torch import load_file
@@ -578,16 +577,16 @@ def test_a_real_kill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_mode
     script = tmp_path / "killable.py"
     script.write_text(KILLABLE_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    process = subprocess.Popen([sys.executable, str(script), json.dumps(settings)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_in_group([sys.executable, str(script), json.dumps(settings)], env=env)
     run = Path(killed.out)
     deadline = time.time() + 240
-    while not (run / "epochs" / "1" / "selection.parquet").exists():  # epoch 1 has begun
-        assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
-        time.sleep(0.05)
-    time.sleep(0.7)  # inside epoch 1's steps
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    try:
+        while not (run / "epochs" / "1" / "selection.parquet").exists():  # epoch 1 has begun
+            assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+            time.sleep(0.05)
+        time.sleep(0.7)  # inside epoch 1's steps
+    finally:
+        kill_group(process)
     assert not (run / "model").exists() and not (run / "epochs" / "2").exists()
     resumed = train(recipe_config(tmp_path / "killed", tiny_model_dir, n=24, num_train_epochs=3, resume=True))
     assert resumed.selections == whole.selections

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import logging
 import sys
 import traceback
@@ -55,7 +56,9 @@ COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
         "iterit.config:TinyModelConfig", "iterit.cli:run_tiny_model", None,
     ),
 }
-REQUIRED = {"model", "out", "run"}  # string fields whose empty default means "must be given"
+REQUIRED = {"model", "out", "run"}
+# Disk full, quota, permissions, read-only or a file where a folder should be: the user can fix these.
+USER_FIXABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}  # string fields whose empty default means "must be given"
 # Names users bring from other tools' configs. transformers 5 folded warmup_ratio into warmup_steps (< 1: a share).
 # Only `train` carries TrainingArguments; the demo has a plain `epochs` setting of its own.
 RENAMED_FLAGS = {
@@ -99,6 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if verbose:
             traceback.print_exc()
         print(f"iterit {command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in USER_FIXABLE_ERRNOS:
+            raise
+        if verbose:
+            traceback.print_exc()
+        where = err.filename or "output"
+        print(f"iterit {command}: error: {where}: {err.strerror}; free space or choose another --out", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"iterit {command}: interrupted", file=sys.stderr)

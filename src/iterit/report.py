@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from iterit.errors import IterITError, missing_extra
-from iterit.storage import atomic_open, atomic_path, read_table
+from iterit.storage import atomic_open, atomic_path, check_writable, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ def write_report(run_dir: str | Path) -> ReportPaths:
     run = Path(run_dir)
     if not run.is_dir():
         raise IterITError(f"{run}: no such run folder; give the --out folder of `iterit train` or `iterit demo`")
+    check_writable(run / "plots")
     _require_matplotlib()
     if (run / "comparison.json").exists() or (run / "runs").is_dir():
         return _write_demo_report(run)

@@ -898,6 +898,8 @@ def score_command(
     samples = load_samples(
         list(data), format=format, columns=columns, system_prompt=system_prompt, skip_invalid=skip_invalid, dedup=dedup
     ).samples
+    if not samples:
+        raise IterITError(f"--data {' '.join(map(str, data))}: no valid samples to score; see the skipped rows above")
     settings = {
         "template": template,
         "max_length": max_length,

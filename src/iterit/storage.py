@@ -108,6 +108,8 @@ def check_writable(path: str | os.PathLike) -> None:
     probe_dir = folder
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise IterITError(f"{target}: '{probe_dir}' is a file, not a folder; choose another --out")
     if not os.access(probe_dir, os.W_OK):
         raise IterITError(f"{target}: cannot write to '{probe_dir}' (permission denied); choose another --out")
     free = _free_bytes(probe_dir)

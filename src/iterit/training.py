@@ -405,17 +405,35 @@ def save_final_model(config: TrainConfig, trainer: IterITTrainer, tokenizer: Any
     """``RUN/model``: the trained model (or LoRA adapter; merged when ``--merge-lora``) + tokenizer."""
     model_dir = run / "model"
     if not config.lora_r or not config.merge_lora:
-        trainer.save_model(str(model_dir))
-        if trainer.is_world_process_zero():
-            tokenizer.save_pretrained(model_dir)
+        _save_whole(trainer, tokenizer, model_dir)
         return model_dir
-    trainer.save_model(str(run / "adapter"))
+    _save_whole(trainer, tokenizer, run / "adapter")
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(run / "adapter")
         merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
+        partial = model_dir.with_name(".model.partial")
+        merged.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        _publish(partial, model_dir)
     return model_dir
+
+
+def _save_whole(trainer: IterITTrainer, tokenizer: Any, folder: Path) -> None:
+    """Save into a hidden folder, then rename it into place: a kill never leaves a half-written model."""
+    partial = folder.with_name(f".{folder.name}.partial")
+    trainer.save_model(str(partial))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(partial)
+        _publish(partial, folder)
+    trainer.accelerator.wait_for_everyone()
+
+
+def _publish(partial: Path, folder: Path) -> None:
+    import shutil
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.replace(folder)
 
 
 def selections_by_epoch(callback: ReselectionCallback) -> list[list[int]]:

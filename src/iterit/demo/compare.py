@@ -66,6 +66,7 @@ def run_demo(
     epochs: int = 3,
     ratio: float = 0.08,
     pool: str = "rolling",
+    decay: float = 0.1,
     cache: str | Path = ".cache/iterit",
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -79,6 +80,7 @@ def run_demo(
         epochs: epochs per strategy (the paper: 3).
         ratio: per-epoch budget as a share of the training data (the paper: 0.05; 5-10% here).
         pool: IterIT's candidate pool, ``frozen`` (the reference) or ``rolling``.
+        decay: weight an n-gram keeps per picked response that covers it (the paper: 0.1).
         cache: where the pretrained base model is kept between runs.
         progress: show progress bars (the demo logs one line per step otherwise).
     """
@@ -102,11 +104,12 @@ def run_demo(
         logger.info("[demo] %d/%d training '%s' (%d epochs, %.0f%% of the data per epoch)",
                     number, len(names), strategy, epochs, ratio * 100)
         outcomes.append(run_strategy(strategy, data, base, root / "runs" / strategy,
-                                     epochs=epochs, ratio=ratio, pool=pool, seed=seed, progress=progress))
+                                     epochs=epochs, ratio=ratio, pool=pool, decay=decay, seed=seed,
+                                     progress=progress))
         logger.info("[demo]    exact %s, held-out loss %s, %.0f s", _fmt(outcomes[-1].exact, 3),
                     _fmt(outcomes[-1].loss, 3), outcomes[-1].wall_s)
     comparison = {
-        "settings": {"quick": quick, "seed": seed, "epochs": epochs, "ratio": ratio, "pool": pool,
+        "settings": {"quick": quick, "seed": seed, "epochs": epochs, "ratio": ratio, "pool": pool, "decay": decay,
                      "base_model": str(base), "train_samples": len(data.truth), "families": list(data.families)},
         "strategies": {o.strategy: _outcome_dict(o) for o in outcomes},
         "wall_s": time.perf_counter() - started,
@@ -150,7 +153,7 @@ def base_model(cache: Path, *, seed: int, quick: bool) -> Path:
 
 
 def run_strategy(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs: int, ratio: float, pool: str,
-                 seed: int, progress: bool) -> StrategyOutcome:
+                 decay: float, seed: int, progress: bool) -> StrategyOutcome:
     """Train one strategy, evaluate it on the held-out set, and count what its selections held."""
     from iterit.data import load_samples
     from iterit.evaluation import evaluate
@@ -160,7 +163,7 @@ def run_strategy(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs:
     started = time.perf_counter()
     config = TrainConfig(
         model=str(base), data=[str(p) for p in data.train_files], out=str(run_dir), strategy=strategy,
-        ratio=ratio, pool=pool, num_train_epochs=epochs, seed=seed, report_to="none", save_strategy="no",
+        ratio=ratio, pool=pool, decay=decay, num_train_epochs=epochs, seed=seed, report_to="none", save_strategy="no",
         quiet=not progress, **TRAINING,
     )
     result = train(config)

@@ -1,0 +1,101 @@
+"""Does the selection pay off? The demo comparison over several seeds, as mean +- std per strategy.
+
+    python benchmarks/quality.py                      # 3 seeds, the demo's strategies, plus pool and decay variants
+    python benchmarks/quality.py --seeds 0 --quick    # a smoke run
+
+Each seed draws new known-answer data, a new base model and a new training order, then trains every strategy
+at the same per-epoch budget and judges it on the clean held-out set (exact match, held-out loss) and on what
+it selected (share of defective responses, duplicate picks). IterIT is also run with ``--pool frozen`` (the
+reference) against ``--pool rolling``, and with ``decay`` 0.1 (the paper) against 0.0 (covered n-grams removed).
+
+What we expect, and what to investigate when it does not show: iterit >= static >= random on held-out exact
+match; iterit and static pick far fewer defective and duplicate samples than random; iterit at 5-10% per epoch
+comes within reach of full at a fraction of its training tokens. The table is printed as Markdown (for the
+README) and written with every number to ``--out`` as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from iterit.demo.compare import run_demo
+from iterit.storage import write_json
+
+METRICS = (
+    ("exact", "held-out exact", "{:.3f}"),
+    ("contains", "contains", "{:.3f}"),
+    ("loss", "held-out loss", "{:.3f}"),
+    ("defective_share", "defective picks", "{:.1%}"),
+    ("duplicates_selected", "dup picks", "{:.1f}"),
+    ("train_tokens", "train tokens", "{:,.0f}"),
+    ("wall_s", "wall s", "{:.0f}"),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--strategies", default="iterit,static,ifd,random,full")
+    parser.add_argument("--ratio", type=float, default=0.08)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="the demo's quick sizes (a smoke run)")
+    parser.add_argument("--no-variants", action="store_true", help="skip the pool and decay variants of iterit")
+    parser.add_argument("--out", default="runs/quality")
+    parser.add_argument("--cache", default=".cache/iterit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("iterit.training").setLevel(logging.WARNING)
+
+    started = time.perf_counter()
+    runs: dict[str, list[dict]] = {}
+    for seed in args.seeds:
+        base = dict(quick=args.quick, seed=seed, epochs=args.epochs, ratio=args.ratio, cache=args.cache)
+        main_run = run_demo(Path(args.out) / f"seed{seed}", strategies=args.strategies, pool="rolling", **base)
+        for name, row in main_run["strategies"].items():
+            runs.setdefault(name, []).append(row)
+        if args.no_variants:
+            continue
+        for label, pool, decay in (("iterit, pool frozen", "frozen", 0.1), ("iterit, decay 0", "rolling", 0.0)):
+            variant = run_demo(Path(args.out) / f"seed{seed}-{pool}-decay{decay}", strategies="iterit",
+                               pool=pool, decay=decay, **base)
+            runs.setdefault(label, []).append(variant["strategies"]["iterit"])
+    table = format_table(runs, args)
+    print(table)
+    write_json(Path(args.out) / "quality.json",
+               {"settings": vars(args), "runs": runs, "wall_s": time.perf_counter() - started})
+    (Path(args.out) / "quality.md").write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
+def format_table(runs: dict[str, list[dict]], args: argparse.Namespace) -> str:
+    """Markdown: one row per strategy, mean +- std over the seeds for each metric."""
+    header = "| strategy | " + " | ".join(title for _, title, _ in METRICS) + " |"
+    lines = [
+        f"Seeds {', '.join(map(str, args.seeds))}; {args.ratio:.0%} of the data per epoch, {args.epochs} epochs"
+        f"{' (quick sizes)' if args.quick else ''}; mean ± std over seeds. iterit rows use --pool rolling "
+        "unless named.",
+        "",
+        header,
+        "|" + "---|" * (len(METRICS) + 1),
+    ]
+    for name, rows in runs.items():
+        cells = []
+        for key, _, fmt in METRICS:
+            values = [row[key] for row in rows if row.get(key) is not None]
+            if not values:
+                cells.append("-")
+                continue
+            mean = statistics.fmean(values)
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{fmt.format(mean)} ± {fmt.format(spread)}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
