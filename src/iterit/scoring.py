@@ -47,6 +47,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IFD_FORMS = ("ppl-ratio", "loss-ratio")
+# When most prompts do not help the model predict their responses, IFD < 1 keeps mostly the samples whose long
+# responses barely depend on the prompt (the demo shows this on a base model that never saw the chat format).
+MOSTLY_UNHELPFUL = 0.5
+UNHELPFUL_PROMPTS_HINT = (
+    "warning: for most samples the prompt makes the response harder to predict, so the IFD < 1 filter would drop "
+    "most of the data; this model may not know the chat template yet: check --template, fine-tune an epoch on a "
+    "random subset first, or raise --threshold"
+)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Rows of vocabulary logits computed at once: 64 MiB of float32 per chunk bounds the head's memory.
 HEAD_CHUNK_BYTES = 64 * 1024 * 1024
@@ -711,6 +719,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if quantiles["p50"] is not None:
         lines.append("IFD quantiles: " + "  ".join(f"{k}={v:.4f}" for k, v in quantiles.items()))
         lines.append(f"IFD >= 1 (prompt does not help): {summary['share_ifd_ge_1']:.1%}")
+        if summary["share_ifd_ge_1"] > MOSTLY_UNHELPFUL:
+            lines.append(UNHELPFUL_PROMPTS_HINT)
     if summary.get("tokens_per_s"):
         padding = summary.get("padding_share") or 0.0
         lines.append(
