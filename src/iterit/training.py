@@ -109,6 +109,16 @@ class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
         super().__post_init__()
 
 
+def warn_if_prompts_unhelpful(table: ScoreTable) -> None:
+    """Log the scorer's warning when most samples score IFD >= 1 under the base model."""
+    from iterit.scoring import MOSTLY_UNHELPFUL, UNHELPFUL_PROMPTS_HINT
+
+    scored = table.ifd[np.isfinite(table.ifd)]
+    if scored.size and float(np.mean(scored >= 1.0)) > MOSTLY_UNHELPFUL:
+        logger.warning("%.0f%% of samples have IFD >= 1 under the base model; %s",
+                       100 * float(np.mean(scored >= 1.0)), UNHELPFUL_PROMPTS_HINT.removeprefix("warning: "))
+
+
 def _has_accelerator() -> bool:
     import torch
 
@@ -150,6 +160,7 @@ def train(config: TrainConfig) -> RunResult:
     base = epoch0_scores(config, model, tokenizer, samples, run)
     base_score_s = time.perf_counter() - started
     budget = resolve_budget(config, samples, base)
+    warn_if_prompts_unhelpful(base)
     rescores = STRATEGIES[config.strategy].rescore
     pool_size = clamp_pool_size(config.update_ratio, budget, base, candidate_threshold(config)) if rescores else budget
     logger.info("budget %d of %d samples (%d candidates); pool %d", budget, len(samples),
