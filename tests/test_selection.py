@@ -271,3 +271,24 @@ def test_select_command_end_to_end(tmp_path):
         select_command([str(data)], str(scores_path), "lots", "ifd", str(out))
     with pytest.raises(IterITError, match="--ngram-max"):
         select_command([str(data)], str(scores_path), "2", "iterit", str(out), ngram_max=0)
+
+
+def test_cli_select_with_the_hashing_vectorizer(tmp_path, capsys):
+    from iterit.cli import main
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(
+        json.dumps({"id": f"s{i}", "instruction": f"Say {i}.", "output": f"word{i} and more words {i % 3}"}) + "\n"
+        for i in range(12)
+    ))
+    scores = tmp_path / "s.jsonl"
+    scores.write_text("".join(
+        json.dumps({"id": f"s{i}", "source": "d", "ifd": 0.5 + i / 100, "loss_cond": 1.0, "loss_prior": 1.2,
+                    "n_response_tokens": 5, "truncated": False, "reason": None}) + "\n" for i in range(12)
+    ))
+    out = tmp_path / "sub.jsonl"
+    args = ["select", "--data", str(data), "--scores", str(scores), "--budget", "4", "--out", str(out)]
+    assert main([*args, "--vectorizer", "hashing"]) == 0
+    assert len(out.read_text().splitlines()) == 4
+    assert main([*args, "--vectorizer", "bag"]) == 2
+    assert "--vectorizer 'bag'" in capsys.readouterr().err

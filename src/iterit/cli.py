@@ -276,10 +276,17 @@ def run_select(config: Any) -> int:
     _, text = select_command(
         config.data, config.scores, config.budget, config.strategy, config.out,
         threshold=config.threshold, decay=config.decay, seed=config.seed, source_budget=config.source_budget,
-        ngram_max=config.ngram_max, data_options=_data_options(config),
+        ngram_max=config.ngram_max, tfidf_options=_vectorizer_options(config.vectorizer),
+        data_options=_data_options(config),
     )
     _print(text)
     return 0
+
+
+def _vectorizer_options(name: str) -> dict[str, Any] | None:
+    if name not in ("tfidf", "hashing"):
+        raise IterITError(f"--vectorizer {name!r}: use tfidf or hashing")
+    return {"vectorizer": "hashing"} if name == "hashing" else None
 
 
 def run_train(config: Any) -> int:

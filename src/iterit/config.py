@@ -81,6 +81,10 @@ class SelectConfig(DataArgs):
     seed: int = field(default=0, metadata=_help("seed for random"))
     source_budget: str | None = field(default=None, metadata=_help("per-source quotas, e.g. code_alpaca=0.2,gsm8k-train=100"))
     ngram_max: int = field(default=3, metadata=_help("TF-IDF uses word 1..N-grams (the reference: 3)"))
+    vectorizer: str = field(
+        default="tfidf",
+        metadata=_help("tfidf (exact vocabulary, scikit-learn's TfidfVectorizer) | hashing (bounded memory, for 500k+ samples)"),
+    )
 
 
 @dataclass

@@ -1,0 +1,51 @@
+"""``iterit demo --quick``: the whole comparison runs, judges every strategy, and writes its table and report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from iterit.cli import main
+from iterit.demo.compare import base_model, format_comparison
+from iterit.errors import IterITError
+
+
+@pytest.mark.slow
+def test_quick_demo_compares_every_strategy(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "demo"
+    args = ["demo", "--quick", "--out", str(out), "--cache", str(tmp_path / "cache"), "--strategies", "iterit,static,random,full"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    comparison = json.loads((out / "comparison.json").read_text())
+    rows = comparison["strategies"]
+    assert list(rows) == ["iterit", "static", "random", "full"]
+    assert all(f"\n{name} " in printed for name in rows) and "exact match per family" in printed
+    budget_picks = {name: row["picks"] for name, row in rows.items()}
+    assert budget_picks["iterit"] == budget_picks["static"] == budget_picks["random"] < budget_picks["full"]
+    assert rows["full"]["train_tokens"] > 3 * rows["iterit"]["train_tokens"]
+    for row in rows.values():
+        assert row["loss"] is not None and 0 <= row["exact"] <= 1 and 0 <= row["defective_share"] <= 1
+        assert set(row["per_family"]) == set(comparison["settings"]["families"])
+    # full trains on every duplicate copy; a selection at 8% cannot hold as many.
+    assert rows["full"]["duplicates_selected"] > rows["iterit"]["duplicates_selected"]
+    assert (out / "report.html").exists() and (out / "runs" / "iterit" / "epochs" / "1" / "selection.parquet").exists()
+    assert "iterit" in format_comparison(comparison)
+
+
+def test_base_model_is_built_once_and_cached(tmp_path: Path) -> None:
+    first = base_model(tmp_path, seed=3, quick=True)
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    again = base_model(tmp_path, seed=3, quick=True)
+    assert again == first and (again / "model.safetensors").stat().st_mtime_ns == stamp
+    assert not list(tmp_path.glob(".building-*"))
+
+
+def test_unknown_strategy_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--strategies", "iterit,best"]) == 2
+    assert "unknown best" in capsys.readouterr().err
+    with pytest.raises(IterITError, match="--ratio"):
+        from iterit.demo.compare import run_demo
+
+        run_demo(tmp_path / "d", ratio=1.5)
