@@ -80,20 +80,6 @@ def score_rows(table: ScoreTable, rows: np.ndarray) -> list[dict[str, Any]]:
     return take_rows(table, rows).to_rows()
 
 
-def manifest_rows(samples: Sequence[Sample], selection: Selection) -> list[dict[str, Any]]:
-    """The selection manifest: one row per pick, rank 0 first (the columns ``iterit select`` writes)."""
-    return [
-        {
-            "id": samples[index].id,
-            "source": samples[index].source,
-            "rank": rank,
-            "ifd": float(selection.ifd[rank]),
-            "diversity": float(selection.diversity[rank]),
-            "score": float(selection.score[rank]),
-        }
-        for rank, index in enumerate(selection.indices.tolist())
-    ]
-
 # ---------------------------------------------------------------- the re-selection rule
 
 

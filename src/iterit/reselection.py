@@ -47,7 +47,6 @@ from iterit.rescoring import (
     ScoreFn,
     SelectFn,
     clamp_pool_size,
-    manifest_rows,
     score_rows,
     score_with,
     scorer_for,
@@ -55,7 +54,7 @@ from iterit.rescoring import (
     steps_per_epoch,
 )
 from iterit.scoring import ScoreTable
-from iterit.selection import Selection
+from iterit.selection import Selection, manifest_rows
 from iterit.storage import write_json, write_table
 
 logger = logging.getLogger(__name__)
