@@ -668,6 +668,9 @@ def load_model(model_id_or_dir: str, *, dtype: str = "auto", device: str = "auto
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from iterit.models import resolve_model
+
+    model_id_or_dir = resolve_model(model_id_or_dir)
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
     local_only = _offline()

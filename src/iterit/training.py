@@ -297,9 +297,12 @@ def load_model(config: TrainConfig) -> tuple[Any, Any]:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(config.dtype)
     if dtype is None:  # auto: float32 master weights, except LoRA with bf16 where the base stays frozen
         dtype = torch.bfloat16 if config.lora_r and config.bf16 else torch.float32
+    from iterit.models import resolve_model
+
+    source = resolve_model(config.model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(config.model)
-        model = AutoModelForCausalLM.from_pretrained(config.model, **{_dtype_keyword(): dtype})
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, **{_dtype_keyword(): dtype})
     except (OSError, ValueError, KeyError) as err:
         raise IterITError(f"--model {config.model}: cannot be loaded ({str(err).splitlines()[0]}); give a folder "
                           "with config.json, weights and a tokenizer, or a Hugging Face id in the local cache") from None
