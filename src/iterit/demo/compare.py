@@ -65,7 +65,7 @@ def run_demo(
     strategies: str | list[str] = "iterit,static,ifd,random,full",
     epochs: int = 3,
     ratio: float = 0.08,
-    pool: str = "rolling",
+    pool: str = "frozen",
     decay: float = 0.1,
     cache: str | Path = ".cache/iterit",
     progress: bool = False,
