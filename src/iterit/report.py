@@ -467,15 +467,23 @@ def plot_ifd_distribution(run: TrainRun) -> Any:
     everything = np.concatenate([*scored.values(), *picked.values(), np.zeros(0)])
     if not everything.size:
         return "no IFD values in epochs/<e>/scores or selection"
-    low, high = np.percentile(everything, [0.5, 99.5])
-    bins = np.linspace(low, high if high > low else low + 1e-6, 41)
+    # IFD is a ratio around 1 with a long tail above it: log-spaced bins show both sides of the threshold.
+    positive = everything[everything > 0]
+    if not positive.size:
+        return "no positive IFD values to plot"
+    low, high = np.percentile(positive, [0.5, 99.5])
+    low, high = min(low, 0.9), max(high, 1.1)
+    bins = np.geomspace(low, high, 41)
     figure = _figure(10, 3.8)
     for axis, values, title in zip(figure.subplots(1, 2), (scored, picked), ("scored samples", "selected samples")):
         for color, (epoch, data) in zip(_cycle(), values.items()):
             if data.size:
-                axis.hist(np.clip(data, low, high), bins=bins, density=True, histtype="step", linewidth=1.6,
+                axis.hist(np.clip(data, low, high), bins=bins, histtype="step", linewidth=1.6,
                           color=color, label=f"epoch {epoch} (n={data.size})")
-        axis.set(title=title, xlabel="IFD = PPL(response | instruction) / PPL(response)", ylabel="density")
+        axis.axvline(1.0, color="black", linestyle=":", linewidth=1)
+        axis.set_xscale("log")
+        axis.set(title=title, xlabel="IFD (log scale; dotted line: 1, the threshold)",
+                 ylabel="samples")
         if axis.has_data():
             axis.legend(fontsize=8)
     return figure
