@@ -652,14 +652,6 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _dtype_keyword(torch_dtype: Any) -> dict[str, Any]:
-    """``dtype=`` since transformers 4.56, ``torch_dtype=`` before (we support 4.46 and later)."""
-    import transformers
-
-    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
-    return {"dtype": torch_dtype} if (major, minor) >= (4, 56) else {"torch_dtype": torch_dtype}
-
-
 def load_model(model_id_or_dir: str, *, dtype: str = "auto", device: str = "auto") -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer for scoring, in eval mode on ``device``.
 
@@ -670,21 +662,22 @@ def load_model(model_id_or_dir: str, *, dtype: str = "auto", device: str = "auto
 
     from iterit.models import resolve_model
 
-    model_id_or_dir = resolve_model(model_id_or_dir)
+    source = resolve_model(model_id_or_dir)
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
     local_only = _offline()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_id_or_dir, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(
-            model_id_or_dir, **_dtype_keyword(torch_dtype), device_map=target, local_files_only=local_only
+            source, dtype=torch_dtype, device_map=target, local_files_only=local_only
         )
     except (OSError, ValueError, KeyError, ImportError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         hint = " (HF_HUB_OFFLINE is set: only local folders and cached models load)" if local_only else ""
         raise IterITError(
-            f"--model {model_id_or_dir}: cannot load it{hint}: {first}; "
-            "give a local model folder or a Hugging Face model id"
+            f"--model {model_id_or_dir}: cannot be loaded{hint}: {first}; "
+            "give a local model folder (iterit cannot load one without config.json, weights and a tokenizer) "
+            "or a Hugging Face model id"
         ) from None
     model.eval()
     return model, tokenizer

@@ -46,14 +46,13 @@ from iterit.reselection import (
     ResponseOnlyDataset,
     SelectionSampler,
 )
-from iterit.scoring import ScoreTable
+from iterit.scoring import DTYPES, ScoreTable
 from iterit.storage import check_writable, read_table, write_json
 
 logger = logging.getLogger(__name__)
 
 POOLS = ("frozen", "rolling")
 TABLE_FORMATS = ("parquet", "jsonl")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _help(text: str, **extra: Any) -> dict:
@@ -290,35 +289,22 @@ def _exclusions(config: TrainConfig, table: ScoreTable) -> str:
 
 
 def load_model(config: TrainConfig) -> tuple[Any, Any]:
-    """The model (wrapped with LoRA when ``--lora-r`` > 0) and its tokenizer, with a clear error."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The model (wrapped with LoRA when ``--lora-r`` > 0) and its tokenizer, with a clear error.
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(config.dtype)
-    if dtype is None:  # auto: float32 master weights, except LoRA with bf16 where the base stays frozen
-        dtype = torch.bfloat16 if config.lora_r and config.bf16 else torch.float32
-    from iterit.models import resolve_model
+    Loaded on the CPU: the Trainer moves it to its device. ``--dtype auto`` keeps float32 master weights,
+    except for LoRA with ``--bf16``, where the base stays frozen and bfloat16 halves its memory.
+    """
+    from iterit.scoring import load_model as load_for_scoring
 
-    source = resolve_model(config.model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, **{_dtype_keyword(): dtype})
-    except (OSError, ValueError, KeyError) as err:
-        raise IterITError(f"--model {config.model}: cannot be loaded ({str(err).splitlines()[0]}); give a folder "
-                          "with config.json, weights and a tokenizer, or a Hugging Face id in the local cache") from None
+    dtype = config.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if config.lora_r and config.bf16 else "float32"
+    model, tokenizer = load_for_scoring(config.model, dtype=dtype, device="cpu")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if config.lora_r:
         model = add_lora(model, config)
     return model, tokenizer
-
-
-def _dtype_keyword() -> str:
-    """``dtype`` since transformers 4.56; ``torch_dtype`` before (the package supports >= 4.46)."""
-    import transformers
-    from packaging.version import Version
-
-    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
 
 
 def add_lora(model: Any, config: TrainConfig) -> Any:
