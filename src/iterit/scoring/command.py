@@ -1,0 +1,254 @@
+"""``iterit score``: score data files into a table, resumably (shard files under a fingerprint of the run)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from iterit.errors import IterITError
+from iterit.scoring.distributed import gather_objects, init_distributed_from_env
+from iterit.scoring.engine import IFD_FORMS, score_samples
+from iterit.scoring.loading import DTYPES, load_model
+from iterit.scoring.table import ScoreTable, summarize_scores, write_scores
+
+if TYPE_CHECKING:
+    from iterit.data import Sample
+
+logger = logging.getLogger(__name__)
+
+
+def _model_identity(model: str) -> dict[str, Any]:
+    """The model's name, plus for a local folder the size and time of each weight/config file.
+
+    Hashing the weights would cost as much as reading them; a changed checkpoint changes sizes or times.
+    """
+    folder = Path(model)
+    if not folder.is_dir():
+        return {"id": model}
+    files = sorted(
+        p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json", ".model") and p.is_file()
+    )
+    return {
+        "id": str(folder.resolve()),
+        "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files},
+    }
+
+
+def _samples_hash(samples: Sequence[Sample]) -> str:
+    """SHA-256 of what is scored (ids, sources, conversations), independent of the file's formatting."""
+    digest = hashlib.sha256()
+    for sample in samples:
+        digest.update(json.dumps([sample.id, sample.source, sample.messages], ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _fingerprint(model: str, samples: Sequence[Sample], settings: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": _model_identity(model),
+        "data_sha256": _samples_hash(samples),
+        "samples": len(samples),
+        **settings,
+    }
+
+
+def _prepare_shard_folder(folder: Path, fingerprint: dict[str, Any], out: str) -> None:
+    """Create the shard folder, or check that the one there was made by a run with the same arguments."""
+    marker = folder / "fingerprint.json"
+    if marker.exists():
+        previous = json.loads(marker.read_text(encoding="utf-8"))
+        if previous != fingerprint:
+            differing = sorted(
+                k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k)
+            )
+            raise IterITError(
+                f"{folder}: holds partial results of a run with other arguments (differs in: {', '.join(differing)}); "
+                f"delete that folder to start over, or choose another --out than {out}"
+            )
+        return
+    from iterit.storage import write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(marker, fingerprint)
+
+
+def _shard_path(folder: Path, index: int) -> Path:
+    return folder / f"shard-{index:06d}.json"
+
+
+def _write_shard(path: Path, table: ScoreTable) -> None:
+    from iterit.storage import write_json
+
+    # JSON keeps float64 exactly (shortest round-trip repr); the file is complete or absent (atomic rename).
+    write_json(path, {"rows": table.to_rows(), "stats": table.stats})
+
+
+def _read_shard(path: Path) -> ScoreTable:
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    return ScoreTable.from_rows(payload["rows"], stats=payload["stats"])
+
+
+def _concat_tables(tables: Sequence[ScoreTable]) -> ScoreTable:
+    """One table from shards in order; stats add up (seconds are those spent on the shards, resumed or not)."""
+    summed = ("seconds", "tokens", "sequences", "samples")
+    stats: dict[str, Any] = {key: sum(t.stats.get(key, 0) for t in tables) for key in summed}
+    computed = sum(
+        t.stats.get("tokens", 0) / max(1e-12, 1 - t.stats.get("padding_share", 0.0)) for t in tables
+    )
+    stats["padding_share"] = 1 - stats["tokens"] / computed if computed else 0.0
+    return ScoreTable(
+        ids=[i for t in tables for i in t.ids],
+        sources=[s for t in tables for s in t.sources],
+        ifd=np.concatenate([t.ifd for t in tables]) if tables else np.zeros(0),
+        loss_cond=np.concatenate([t.loss_cond for t in tables]) if tables else np.zeros(0),
+        loss_prior=np.concatenate([t.loss_prior for t in tables]) if tables else np.zeros(0),
+        n_response_tokens=np.concatenate([t.n_response_tokens for t in tables])
+        if tables
+        else np.zeros(0, np.int64),
+        truncated=np.concatenate([t.truncated for t in tables]) if tables else np.zeros(0, bool),
+        reasons=[r for t in tables for r in t.reasons],
+        stats=stats,
+    )
+
+
+def _pending_shards(folder: Path, n_shards: int, rank: int, world: int) -> list[int]:
+    """Shards without a finished file; rank 0 decides and tells the others, so all ranks agree."""
+    pending = [k for k in range(n_shards) if not _shard_path(folder, k).exists()] if rank == 0 else None
+    if world > 1:
+        import torch.distributed as dist
+
+        box = [pending]
+        dist.broadcast_object_list(box, src=0)
+        pending = box[0]
+    return pending
+
+
+def _validate_command(
+    out: str, ifd_form: str, dtype: str, max_length: int, max_batch_tokens: int, shard_size: int
+) -> None:
+    """All argument problems at once, before loading anything."""
+    problems = []
+    if Path(out).suffix not in (".parquet", ".jsonl"):
+        problems.append(f"--out {out}: use a .parquet or .jsonl file name")
+    if ifd_form not in IFD_FORMS:
+        problems.append(f"--ifd-form: '{ifd_form}' is not one of {', '.join(IFD_FORMS)}")
+    if dtype not in DTYPES:
+        problems.append(f"--dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
+    for flag, value in (
+        ("--max-length", max_length),
+        ("--max-batch-tokens", max_batch_tokens),
+        ("--shard-size", shard_size),
+    ):
+        if value < 1:
+            problems.append(f"{flag}: must be at least 1, got {value}")
+    if problems:
+        raise IterITError("; ".join(problems))
+
+
+def score_command(
+    model: str,
+    data: Sequence[str],
+    out: str,
+    *,
+    template: str = "auto",
+    max_length: int = 2048,
+    max_batch_tokens: int = 16384,
+    ifd_form: str = "ppl-ratio",
+    dtype: str = "auto",
+    device: str = "auto",
+    system_prompt: str | None = None,
+    shard_size: int = 1000,
+    format: str | None = None,
+    columns: dict[str, str] | str | None = None,
+    skip_invalid: bool = False,
+    dedup: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``iterit score``: score data files with a model into ``out`` (Parquet or JSON Lines), resumably.
+
+    Results go to ``<out>.shards/shard-*.json`` every ``shard_size`` samples, each written atomically, beside a
+    ``fingerprint.json`` of the arguments, the data's hash and the model's identity. A killed run restarted
+    with the same arguments skips finished shards and writes the same output; other arguments are refused.
+    ``max_batch_tokens`` and ``device`` are not in the fingerprint, so a run that ran out of memory can resume
+    with a smaller budget. The shard folder is removed once ``out`` is written.
+
+    Under ``torchrun``/``accelerate launch`` every rank runs this; each scores its share and rank 0 writes.
+    ``format``, ``columns``, ``system_prompt``, ``skip_invalid`` and ``dedup`` go to
+    :func:`iterit.data.load_samples` (the system prompt is added there, to conversations that have none).
+
+    Returns:
+        The summary (:func:`summarize_scores`) with ``out`` and ``resumed_shards`` added.
+    """
+    from iterit.data import load_samples
+    from iterit.storage import check_writable
+
+    _validate_command(out, ifd_form, dtype, max_length, max_batch_tokens, shard_size)
+    check_writable(out)
+    rank, world = init_distributed_from_env()
+    samples = load_samples(
+        list(data),
+        format=format,
+        columns=columns,
+        system_prompt=system_prompt,
+        skip_invalid=skip_invalid,
+        dedup=dedup,
+    ).samples
+    if not samples:
+        raise IterITError(
+            f"--data {' '.join(map(str, data))}: no valid samples to score; see the skipped rows above"
+        )
+    settings = {
+        "template": template,
+        "max_length": max_length,
+        "ifd_form": ifd_form,
+        "dtype": dtype,
+        "system_prompt": system_prompt,
+        "shard_size": shard_size,
+    }
+    fingerprint = _fingerprint(model, samples, settings)
+    folder = Path(f"{out}.shards")
+    if rank == 0:
+        _prepare_shard_folder(folder, fingerprint, out)
+    gather_objects(None, world)  # the folder check happens before any rank loads the model
+    n_shards = math.ceil(len(samples) / shard_size)
+    pending = _pending_shards(folder, n_shards, rank, world)
+    if pending:
+        loaded, tokenizer = load_model(model, dtype=dtype, device=device)
+        logger.info(
+            "scoring %d samples in %d shards (%d already done)",
+            len(samples),
+            n_shards,
+            n_shards - len(pending),
+        )
+        for index in pending:
+            chunk = samples[index * shard_size : (index + 1) * shard_size]
+            table = score_samples(
+                loaded,
+                tokenizer,
+                chunk,
+                template=template,
+                max_length=max_length,
+                max_batch_tokens=max_batch_tokens,
+                ifd_form=ifd_form,
+                progress=progress,
+            )
+            if rank == 0:
+                _write_shard(_shard_path(folder, index), table)
+    table = (
+        _concat_tables([_read_shard(_shard_path(folder, k)) for k in range(n_shards)]) if rank == 0 else None
+    )
+    summary: dict[str, Any] = {}
+    if rank == 0:
+        summary = summarize_scores(table)
+        write_scores(table, out, metadata={"fingerprint": fingerprint, "summary": summary})
+        shutil.rmtree(folder)
+    summary = gather_objects(summary, world)[0]
+    return {**summary, "out": str(out), "resumed_shards": n_shards - len(pending)}
