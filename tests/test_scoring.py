@@ -257,15 +257,21 @@ WORKER = """
 import sys
 import time
 import numpy as np
+import torch
 sys.path.insert(0, {tests!r})
 from test_scoring import random_llama, random_rendered
 from iterit.scoring import distributed_rank_world, init_distributed_from_env, score_rendered
 
 rank, world = init_distributed_from_env()
 assert world == int({world}), (rank, world)
-result = score_rendered(random_llama(), random_rendered(40, seed=3), max_batch_tokens=256, progress=False)
+model = random_llama()
+forwards = []
+model.model.register_forward_hook(lambda *args: forwards.append(1))
+result = score_rendered(model, random_rendered(40, seed=3), max_batch_tokens=256, progress=False)
+counts = [None] * world
+torch.distributed.all_gather_object(counts, len(forwards)) if world > 1 else counts.__setitem__(0, len(forwards))
 if rank == 0:
-    np.savez({out!r}, ifd=result.ifd, loss_cond=result.loss_cond, loss_prior=result.loss_prior)
+    np.savez({out!r}, ifd=result.ifd, loss_cond=result.loss_cond, loss_prior=result.loss_prior, forwards=counts)
 """
 
 
@@ -287,6 +293,9 @@ def test_two_process_torchrun_equals_one_process(tmp_path: Path):
     # Whole batches are dealt to ranks and each is computed as in one process: the results are identical.
     for key in ("ifd", "loss_cond", "loss_prior"):
         np.testing.assert_array_equal(double[key], single[key])
+    # 15 batches over 2 ranks: the rank with 7 repeats one, so both make the same forward calls (as FSDP and
+    # ZeRO-3 need); one process makes 15 + the two of the head check.
+    assert double["forwards"].tolist() == [10, 10] and single["forwards"].tolist() == [17]
     in_process = score_rendered(random_llama(), random_rendered(40, seed=3), max_batch_tokens=256, progress=False)
     np.testing.assert_allclose(single["ifd"], in_process.ifd, rtol=1e-5)
 

@@ -156,6 +156,10 @@ def score_rendered(
                 )
             with _progress_bar(sum(len(b) for b in mine) / 2, desc, progress) as bar:
                 local = _run_batches(parts, sequences, mine, pad_id, head_only, bar)
+            for _ in range(math.ceil(len(batches) / world) - len(mine)):
+                # Sharded models (FSDP, DeepSpeed ZeRO-3) gather weights inside every forward, collectively:
+                # a rank with one batch fewer runs the smallest batch again, so every rank makes the same calls.
+                token_losses(parts, [sequences[k] for k in batches[-1]], pad_id, head_only)
     finally:
         parts.model.train(was_training)
     merged: dict[int, float] = {}
