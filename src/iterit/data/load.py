@@ -1,0 +1,227 @@
+"""Load data files into samples (ids made unique, duplicates counted) and write subsets back in the user's format."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iterit.data.files import has_lines, read_rows
+from iterit.data.formats import ALIASES, FORMATS, detect_format, normalise
+from iterit.data.records import LoadedData, LoadSummary, RowError, Sample, SourceSummary, note_invalid
+from iterit.errors import IterITError
+
+logger = logging.getLogger(__name__)
+
+GENERIC_STEMS = {"train", "test", "validation", "valid", "dev", "data", "dataset", "eval"}
+
+
+def load_samples(
+    paths: Sequence[str | Path],
+    *,
+    format: str | None = None,
+    columns: dict[str, str] | str | None = None,
+    system_prompt: str | None = None,
+    skip_invalid: bool = False,
+    dedup: bool = False,
+    names: Sequence[str] | None = None,
+) -> LoadedData:
+    """Read every file, normalise each record to a :class:`Sample`, and summarise the load.
+
+    Args:
+        paths: data files (``.json``, ``.jsonl``, ``.jsonl.gz``, ``.parquet``) or ``save_to_disk`` folders.
+        format: force ``alpaca``, ``sharegpt``, ``messages`` or ``hh`` instead of detecting it per file.
+        columns: our field name -> the file's field name, e.g. ``{"instruction": "question"}`` or the
+            string ``"instruction=question,output=answer"`` as typed on the command line.
+        system_prompt: a system message added to every conversation that has none.
+        skip_invalid: keep the valid rows and count the bad ones instead of stopping at the first.
+        dedup: drop exact duplicates (same normalised conversation and response) after the first.
+        names: source names for the files (default: each file's stem).
+    """
+    if not paths:
+        raise IterITError(
+            "no data given; pass --data FILE (JSON, JSON Lines, Parquet or a save_to_disk folder)"
+        )
+    if format is not None and format not in FORMATS:
+        raise IterITError(f"--format {format!r} is not known; use one of {', '.join(FORMATS)}")
+    mapping = parse_columns(columns)
+    summary = LoadSummary()
+    samples: list[Sample] = []
+    taken_names: set[str] = set()
+    for number, path in enumerate(paths):
+        source = names[number] if names else _unique_name(source_name(Path(path)), taken_names)
+        taken_names.add(source)
+        samples.extend(_load_file(Path(path), source, format, mapping, system_prompt, skip_invalid, summary))
+    summary.renamed_ids = _make_ids_unique(samples)
+    samples = _count_duplicates(samples, summary, dedup)
+    if samples:
+        lengths = np.array([len(s.response) for s in samples])
+        summary.response_chars = {f"p{q}": float(np.percentile(lengths, q)) for q in (5, 25, 50, 75, 95)}
+        summary.response_chars["mean"] = float(lengths.mean())
+    return LoadedData(samples, summary)
+
+
+def parse_columns(columns: dict[str, str] | str | None) -> dict[str, str]:
+    """Read a column mapping (``instruction=question,output=answer``), checking our side's names."""
+    if not columns:
+        return {}
+    if isinstance(columns, str):
+        pairs = [item.split("=", 1) for item in columns.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise IterITError(
+                f"--columns {columns!r}: expected ours=theirs pairs, e.g. instruction=question,output=answer"
+            )
+        columns = {ours.strip(): theirs.strip() for ours, theirs in pairs}
+    unknown = sorted(set(columns) - set(ALIASES))
+    if unknown:
+        raise IterITError(
+            f"--columns: unknown field(s) {', '.join(unknown)}; map any of {', '.join(ALIASES)}"
+        )
+    return dict(columns)
+
+
+def source_name(path: Path) -> str:
+    """A file's source tag: its name without data suffixes (``a.jsonl.gz`` -> ``a``)."""
+    name = path.name
+    for suffix in (".gz", ".jsonl", ".json", ".parquet"):
+        name = name.removesuffix(suffix)
+    if name.lower() in GENERIC_STEMS and path.resolve().parent.name:
+        name = f"{path.resolve().parent.name}-{name}"  # gsm8k/train.jsonl -> gsm8k-train
+    return name or path.name
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    candidate, number = name, 2
+    while candidate in taken:
+        candidate, number = f"{name}-{number}", number + 1
+    return candidate
+
+
+def _load_file(
+    path: Path,
+    source: str,
+    forced: str | None,
+    mapping: dict[str, str],
+    system_prompt: str | None,
+    skip_invalid: bool,
+    summary: LoadSummary,
+) -> list[Sample]:
+    rows = list(read_rows(path, skip_invalid, summary, source))
+    fmt = forced or detect_format([row for _, row in rows if isinstance(row, dict)], mapping, path)
+    stats = SourceSummary(path=str(path), source=source, format=fmt, records=len(rows))
+    samples: list[Sample] = []
+    for origin, row in rows:
+        try:
+            samples.extend(normalise(row, fmt, mapping, source, origin, system_prompt))
+        except RowError as err:
+            where = f"{path}:{origin}" if has_lines(path) else f"{path}: record {origin}"
+            if not skip_invalid:
+                raise IterITError(
+                    f"{where}: {err.detail}; fix the row or pass --skip-invalid to skip bad rows"
+                ) from None
+            note_invalid(summary, err.reason, f"{where}: {err.detail}")
+            stats.invalid += 1
+    stats.invalid += summary.invalid_reasons.get(f"_unparsed:{source}", 0)
+    summary.invalid_reasons.pop(f"_unparsed:{source}", None)
+    stats.samples = len(samples)
+    summary.sources.append(stats)
+    if not rows and stats.invalid == 0:
+        raise IterITError(f"{path}: the file holds no records; check the path or remove it from --data")
+    return samples
+
+
+def _make_ids_unique(samples: list[Sample]) -> int:
+    """Give records without an id ``<source>:<index>``; prefix repeated ids with their source."""
+    seen: set[str] = set()
+    index_in_source: Counter = Counter()
+    renamed = 0
+    for sample in samples:
+        index = index_in_source[sample.source]
+        index_in_source[sample.source] += 1
+        if not sample.id:
+            sample.id = f"{sample.source}:{index}"
+        if sample.id in seen:
+            renamed += 1
+            sample.id = f"{sample.source}:{sample.id}"
+            if sample.id in seen:
+                sample.id = f"{sample.source}:{index}"
+        seen.add(sample.id)
+    return renamed
+
+
+def conversation_key(messages: Sequence[dict[str, str]]) -> str:
+    """The normalised conversation used to detect exact duplicates: roles and whitespace-folded text."""
+    return "\x1e".join(f"{m['role']}\x1f{' '.join(m['content'].split())}" for m in messages)
+
+
+def _count_duplicates(samples: list[Sample], summary: LoadSummary, dedup: bool) -> list[Sample]:
+    first_source: dict[str, str] = {}
+    kept: list[Sample] = []
+    pairs: Counter = Counter()
+    prompt_sources: dict[str, set[str]] = defaultdict(set)
+    for sample in samples:
+        key = conversation_key(sample.messages)
+        prompt_sources[conversation_key(sample.prompt_messages)].add(sample.source)
+        if key in first_source:
+            summary.duplicates += 1
+            if first_source[key] != sample.source:
+                pairs[tuple(sorted((first_source[key], sample.source)))] += 1
+            if dedup:
+                summary.duplicates_removed += 1
+                continue
+        else:
+            first_source[key] = sample.source
+        kept.append(sample)
+    summary.duplicate_pairs = dict(pairs)
+    overlaps: Counter = Counter()
+    for sources in prompt_sources.values():
+        for a, b in combinations(sorted(sources), 2):
+            overlaps[(a, b)] += 1
+    summary.prompt_overlap_pairs = dict(overlaps)
+    return kept
+
+
+def sample_to_messages_record(sample: Sample) -> dict[str, Any]:
+    """A record in the chat-messages format, which every format converts to without loss."""
+    return {"id": sample.id, "messages": sample.messages}
+
+
+def write_samples(samples: Sequence[Sample], path: str | Path) -> None:
+    """Write samples back as their original records, in the file type of ``path`` (atomically).
+
+    Samples of one format keep their records unchanged, so a subset can be trained on with the tools the
+    user already has. Samples merged from several formats are written as chat ``messages`` records.
+    """
+    from iterit.storage import atomic_open, atomic_path
+
+    target = Path(path)
+    formats = {s.format for s in samples}
+    same = len(formats) <= 1 and not any("instances" in s.record for s in samples)
+    if not same:
+        logger.warning(
+            "samples come from several formats (%s); writing chat 'messages' records",
+            ", ".join(sorted(formats)),
+        )
+    records = [dict(s.record) if same else sample_to_messages_record(s) for s in samples]
+    if target.name.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with atomic_path(target) as tmp:
+            pq.write_table(pa.Table.from_pylist(records), tmp)
+    elif target.name.endswith(".jsonl"):
+        with atomic_open(target) as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    elif target.name.endswith(".json"):
+        with atomic_open(target) as handle:
+            json.dump(records, handle, ensure_ascii=False, indent=1)
+            handle.write("\n")
+    else:
+        raise IterITError(f"{target}: unknown output type; use .jsonl, .json or .parquet")
