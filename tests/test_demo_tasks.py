@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from iterit.demo.families import COUNTRIES, TEST_COUNTRIES, pretraining_corpus
 from iterit.demo.tasks import (
-    COUNTRIES,
     DEFECT_KINDS,
     DUPLICATE_KINDS,
     SOURCES,
-    TEST_COUNTRIES,
     generate_demo_data,
     load_demo_data,
-    pretraining_corpus,
 )
 from iterit.errors import IterITError
 

@@ -128,7 +128,7 @@ def _parse_strategies(strategies: str | list[str]) -> list[str]:
 
 def base_model(cache: Path, *, seed: int, quick: bool) -> Path:
     """The pretrained base model for the demo, built once per settings and kept in ``cache``."""
-    from iterit.demo.tasks import pretraining_corpus
+    from iterit.demo.families import pretraining_corpus
     from iterit.demo.tiny_model import build_tiny_model
 
     steps = BASE_PRETRAIN["quick" if quick else "full"]
