@@ -22,7 +22,15 @@ from transformers import TrainerCallback as TrainerCallbackBase
 from iterit.data import Sample
 from iterit.errors import IterITError
 from iterit.render import RenderedSample
-from iterit.rescoring import STRATEGIES, Reselector, clamp_pool_size, put_rows, take_rows
+from iterit.rescoring import (
+    STRATEGIES,
+    Reselector,
+    clamp_pool_size,
+    put_rows,
+    scorer_for,
+    scorer_for_rendered,
+    take_rows,
+)
 from iterit.reselection import (
     PaddingCollator,
     ReselectionCallback,
@@ -169,6 +177,20 @@ def test_score_table_rows_round_trip():
     merged = put_rows(table, np.array([2, 0]), part)
     assert merged.ifd[[0, 2]].tolist() == [0.2, 0.1] and np.isnan(merged.ifd[1])
     assert table.ifd[0] == 0.5  # the original is untouched
+
+
+def test_rescoring_from_the_training_render_equals_rendering_again(tiny):
+    from iterit.render import render_samples
+
+    tokenizer, load = tiny
+    model, samples = load(), make_samples(12)
+    rendered = render_samples(tokenizer, samples, max_length=128)
+    subset = [samples[k] for k in (7, 2, 11, 4)]  # a pool, in the pool's own order
+    again = scorer_for(tokenizer, max_length=128, progress=False)(model, subset)
+    reused = scorer_for_rendered(samples, rendered, progress=False)(model, subset)
+    assert reused.ids == again.ids == ["s7", "s2", "s11", "s4"]
+    np.testing.assert_array_equal(reused.ifd, again.ifd)
+    np.testing.assert_array_equal(reused.n_response_tokens, again.n_response_tokens)
 
 
 def test_pool_size_is_clamped_to_the_valid_samples_and_says_so(caplog):

@@ -239,6 +239,25 @@ def scorer_for(tokenizer: Any, **options: Any) -> ScoreFn:
     return score
 
 
+def scorer_for_rendered(samples: Sequence[Sample], rendered: Sequence[Any], **options: Any) -> ScoreFn:
+    """``score_fn(model, subset)`` that scores any subset of ``samples`` from their ``rendered`` token ids.
+
+    The training loop renders every sample once, for training; re-scoring a pool then costs forwards only.
+    ``options`` (max_batch_tokens, ifd_form, progress, pad_token_id) go to :func:`iterit.scoring.score_table`.
+    """
+    from iterit.scoring import score_table
+
+    position = {sample.id: k for k, sample in enumerate(samples)}
+    if len(position) != len(samples):
+        raise ValueError("sample ids repeat; load_samples makes them unique")
+
+    def score(model: Any, subset: Sequence[Sample]) -> ScoreTable:
+        items = [rendered[position[sample.id]] for sample in subset]
+        return score_table(model, subset, items, **options)
+
+    return score
+
+
 def score_with(model: Any, score_fn: ScoreFn, samples: Sequence[Sample]) -> ScoreTable:
     """Score in eval mode without gradients, then put the model back in the mode it was in."""
     import torch

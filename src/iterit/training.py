@@ -34,7 +34,7 @@ from iterit.rescoring import (
     Reselector,
     clamp_pool_size,
     score_with,
-    scorer_for,
+    scorer_for_rendered,
     take_rows,
     valid_count,
 )
@@ -156,7 +156,7 @@ def train(config: TrainConfig) -> RunResult:
     checkpoint = find_resume_checkpoint(config) if config.resume else None
 
     started = time.perf_counter()
-    base = epoch0_scores(config, model, tokenizer, samples, run)
+    base = epoch0_scores(config, model, tokenizer, samples, rendered, run)
     base_score_s = time.perf_counter() - started
     budget = resolve_budget(config, samples, base)
     warn_if_prompts_unhelpful(base)
@@ -167,7 +167,7 @@ def train(config: TrainConfig) -> RunResult:
 
     reselector = Reselector(
         samples, base, budget, config.strategy, config.pool, pool_size,
-        score_fn=scoring_function(config, tokenizer), select_fn=selection_function(),
+        score_fn=scoring_function(config, tokenizer, samples, rendered), select_fn=selection_function(),
         select_options={"threshold": config.threshold, "decay": config.decay, "seed": config.seed},
     )
     first = reselector.first()
@@ -345,11 +345,10 @@ def pad_token_id(tokenizer: Any) -> int:
 # ---------------------------------------------------------------- scores and selection
 
 
-def scoring_function(config: TrainConfig, tokenizer: Any):
-    """``score_fn(model, samples)`` with this run's rendering and batching."""
-    return scorer_for(tokenizer, template=config.template, max_length=config.max_length,
-                      max_batch_tokens=config.max_batch_tokens, system_prompt=config.system_prompt,
-                      progress=not config.quiet)
+def scoring_function(config: TrainConfig, tokenizer: Any, samples: list[Sample], rendered: list):
+    """``score_fn(model, subset)`` with this run's batching, from the token ids rendered once for training."""
+    return scorer_for_rendered(samples, rendered, max_batch_tokens=config.max_batch_tokens,
+                               pad_token_id=pad_token_id(tokenizer), progress=not config.quiet)
 
 
 def selection_function():
@@ -358,7 +357,8 @@ def selection_function():
     return select_samples
 
 
-def epoch0_scores(config: TrainConfig, model: Any, tokenizer: Any, samples: list[Sample], run: Path) -> ScoreTable:
+def epoch0_scores(config: TrainConfig, model: Any, tokenizer: Any, samples: list[Sample], rendered: list,
+                  run: Path) -> ScoreTable:
     """Scores of every sample under the base model: ``--scores``, a resumed run's own, or computed now.
 
     Strategies that ignore IFD (random, longest, full) are still scored, so every run's epoch 0 has the same
@@ -371,7 +371,7 @@ def epoch0_scores(config: TrainConfig, model: Any, tokenizer: Any, samples: list
         logger.info("resuming: reusing the epoch-0 scores in %s", own)
         return read_scores_for(own, samples, str(own))
     model.to(config.device)
-    return score_with(model, scoring_function(config, tokenizer), samples)
+    return score_with(model, scoring_function(config, tokenizer, samples, rendered), samples)
 
 
 def read_scores_for(path: Path, samples: list[Sample], flag: str) -> ScoreTable:

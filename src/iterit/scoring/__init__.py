@@ -25,7 +25,7 @@ head), ``engine`` (batches -> per-sample losses and IFD), ``table`` (the score t
 from iterit.scoring.batches import padding_share, plan_batches
 from iterit.scoring.command import score_command
 from iterit.scoring.distributed import distributed_rank_world, init_distributed_from_env
-from iterit.scoring.engine import IFD_FORMS, RenderedScores, score_rendered, score_samples
+from iterit.scoring.engine import IFD_FORMS, RenderedScores, score_rendered, score_samples, score_table
 from iterit.scoring.loading import DTYPES, load_model, resolve_device, resolve_dtype
 from iterit.scoring.table import (
     MOSTLY_UNHELPFUL,
@@ -56,6 +56,7 @@ __all__ = [
     "score_command",
     "score_rendered",
     "score_samples",
+    "score_table",
     "summarize_scores",
     "write_scores",
 ]

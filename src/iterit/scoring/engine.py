@@ -220,22 +220,47 @@ def score_samples(
     system_prompt: str | None = None,
     progress: bool = True,
 ) -> ScoreTable:
-    """Render ``samples`` with ``tokenizer`` and score them with ``model`` (see :func:`score_rendered`).
-
-    This is the function the training loop calls between epochs on its in-memory model.
-    """
+    """Render ``samples`` with ``tokenizer`` and score them with ``model`` (see :func:`score_rendered`)."""
     from iterit.render import render_samples
 
     rendered = render_samples(
         tokenizer, samples, template=template, max_length=max_length, system_prompt=system_prompt
     )
+    return score_table(
+        model,
+        samples,
+        rendered,
+        max_batch_tokens=max_batch_tokens,
+        ifd_form=ifd_form,
+        progress=progress,
+        pad_token_id=getattr(tokenizer, "pad_token_id", None),
+    )
+
+
+def score_table(
+    model: Any,
+    samples: Sequence[Sample],
+    rendered: Sequence[RenderedSample],
+    *,
+    max_batch_tokens: int = 16384,
+    ifd_form: str = "ppl-ratio",
+    progress: bool = True,
+    pad_token_id: int | None = None,
+) -> ScoreTable:
+    """The score table of ``samples`` already rendered as ``rendered`` (one item per sample, same order).
+
+    This is what the training loop calls between epochs on its in-memory model: it renders every sample once,
+    for training, and re-scores any subset from those token ids without rendering it again.
+    """
+    if len(samples) != len(rendered):
+        raise ValueError(f"{len(samples)} samples but {len(rendered)} rendered items; render each sample once")
     result = score_rendered(
         model,
         rendered,
         max_batch_tokens=max_batch_tokens,
         ifd_form=ifd_form,
         progress=progress,
-        pad_token_id=getattr(tokenizer, "pad_token_id", None),
+        pad_token_id=pad_token_id,
     )
     return ScoreTable(
         ids=[sample.id for sample in samples],
