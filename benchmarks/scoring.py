@@ -95,28 +95,32 @@ def _cherry_text_loss(model, ids: Sequence[int], span: tuple[int, int]) -> float
     return float(out.loss)
 
 
-def cherry_loop(model, rendered: Sequence[RenderedSample]) -> np.ndarray:
-    """(a) Cherry-LLM as published: one sample at a time, two forwards, full logits, a per-token loss loop."""
+def _lean_text_loss(model, ids: Sequence[int], span: tuple[int, int]) -> float:
+    """One text at batch 1: full logits, one loss call over the response."""
+    return _span_loss(model(torch.tensor([ids])).logits[0], ids, span)
+
+
+def _per_sample_loop(
+    model, rendered: Sequence[RenderedSample], text_loss: Callable[..., float]
+) -> np.ndarray:
+    """IFD of each sample from two forwards, conditioned text and response alone, one sample at a time."""
     ifd = np.empty(len(rendered))
     with torch.no_grad():
         for i, item in enumerate(rendered):
-            cond = _cherry_text_loss(model, item.input_ids, item.span)
-            prior = _cherry_text_loss(model, item.prior_ids, item.prior_span)
+            cond = text_loss(model, item.input_ids, item.span)
+            prior = text_loss(model, item.prior_ids, item.prior_span)
             ifd[i] = np.exp(cond - prior)
     return ifd
+
+
+def cherry_loop(model, rendered: Sequence[RenderedSample]) -> np.ndarray:
+    """(a) Cherry-LLM as published: one sample at a time, two forwards, full logits, a per-token loss loop."""
+    return _per_sample_loop(model, rendered, _cherry_text_loss)
 
 
 def naive_loop(model, rendered: Sequence[RenderedSample]) -> np.ndarray:
     """(a') Cherry-LLM's arithmetic without its overheads: batch 1, full logits, one loss call per text."""
-    ifd = np.empty(len(rendered))
-    with torch.no_grad():
-        for i, item in enumerate(rendered):
-            cond = _span_loss(model(torch.tensor([item.input_ids])).logits[0], item.input_ids, item.span)
-            prior = _span_loss(
-                model(torch.tensor([item.prior_ids])).logits[0], item.prior_ids, item.prior_span
-            )
-            ifd[i] = np.exp(cond - prior)
-    return ifd
+    return _per_sample_loop(model, rendered, _lean_text_loss)
 
 
 def _reference_batch_losses(
@@ -169,9 +173,10 @@ def _best_seconds(run: Callable[[], object], repeats: int) -> float:
 
 
 def matmul_peak_flops(size: int = 2048) -> float:
-    """Float32 FLOP/s of a large square matmul at the current thread count: the CPU's roof."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    return 2 * size**3 / _best_seconds(lambda: a @ b, repeats=10)
+    """Float32 FLOP/s of a large square matmul at the current thread count, best of three: the CPU's roof."""
+    from gpu import measure_matmul_peak  # the sibling script's measurement (benchmarks/ is on sys.path)
+
+    return max(measure_matmul_peak("cpu", torch.float32, size, repeats=10) for _ in range(3))
 
 
 def linear_flops_rate(in_features: int, out_features: int, rows: int = 8192) -> float:
@@ -226,7 +231,7 @@ def ceiling_of(model, rendered: Sequence[RenderedSample]) -> dict:
         "seconds": seconds,
         "samples_per_s": len(rendered) / seconds,
         "peak_gflops": peak / 1e9,
-        "layer_gflops": (min(rates.values()) / 1e9, max([*rates.values(), head_rate]) / 1e9),
+        "layer_gflops": (min(*rates.values(), head_rate) / 1e9, max(*rates.values(), head_rate) / 1e9),
         "prefix": prefix,
     }
 

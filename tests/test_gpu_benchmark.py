@@ -7,7 +7,6 @@ importing ``datasets`` at import time, or a broken path, shows up before any GPU
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -28,16 +28,8 @@ RUN_WITHOUT_DATASETS = (
 )
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu = _load("gpu")
-prepare_gpu_data = _load("prepare_gpu_data")
+gpu = load_benchmark("gpu")
+prepare_gpu_data = load_benchmark("prepare_gpu_data")
 
 
 @pytest.fixture(scope="module")

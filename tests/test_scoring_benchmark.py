@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from conftest import load_benchmark
 from test_scoring import random_llama, random_rendered
 
 from iterit.render import RenderedSample
 from iterit.scoring import score_rendered
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "scoring.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("bench_scoring", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_benchmark()
+bench = load_benchmark("scoring")
 
 
 def test_every_baseline_computes_iterits_ifd():

@@ -80,7 +80,6 @@ def plot_ifd_distribution(run: TrainRun) -> Any:
     for axis, values, title in zip(
         figure.subplots(1, 2), (scored, picked), ("scored samples", "selected samples")
     ):
-        drawn = [data for data in values.values() if data.size]
         for color, (epoch, data) in zip(_cycle(), values.items()):
             if data.size:
                 axis.hist(
@@ -94,7 +93,7 @@ def plot_ifd_distribution(run: TrainRun) -> Any:
         axis.axvline(1.0, color="black", linestyle=":", linewidth=1)
         axis.set_xscale("log")
         axis.set(title=title, xlabel="IFD (log scale; dotted line: 1, the threshold)", ylabel="samples")
-        if drawn:
+        if any(data.size for data in values.values()):
             axis.legend(fontsize=8)
         else:
             axis.text(0.5, 0.5, "none in this run", transform=axis.transAxes, ha="center", color="gray")
