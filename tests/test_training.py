@@ -9,14 +9,14 @@ import json
 import logging
 import math
 import os
-import socket
+import signal
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import kill_group, run_in_group, start_in_group
+from conftest import run_in_group
 from transformers import TrainerCallback as TrainerCallbackBase
 
 from iterit.data import Sample
@@ -535,11 +535,9 @@ def run_two_processes(tmp_path: Path, settings: dict) -> dict:
     script.write_text(TORCHRUN_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": str(REPO / "src")}
-    with socket.socket() as probe:  # torchrun's static rendezvous needs a concrete free port (0 hangs)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(port), str(script), json.dumps(settings)]
+    # --standalone: torchrun binds its own free rendezvous port, so no port is probed here and then lost to a race.
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+               json.dumps(settings)]
     done = run_in_group(command, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads((Path(settings["out"]) / "result.json").read_text())
@@ -569,24 +567,23 @@ def test_two_processes_give_the_same_selections_and_a_schedule_sized_by_world_si
 
 
 KILLABLE_SCRIPT = """
-import json, sys, time
+import json, os, signal, sys
 import torch
 torch.set_num_threads(1)
 from iterit.reselection import ReselectionCallback
 from iterit.training import TrainConfig, train
 
-def slow_step(self, args, state, control, **kwargs):  # room to kill it mid-epoch; changes no number
-    time.sleep(0.5)
+def killed_mid_epoch_1(self, args, state, control, **kwargs):  # a real SIGKILL, at a step, not at a time
+    if state.global_step == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
 
-ReselectionCallback.on_step_end = slow_step
+ReselectionCallback.on_step_end = killed_mid_epoch_1
 train(TrainConfig(**json.loads(sys.argv[1])))
 """
 
 
 @pytest.mark.slow
 def test_a_real_kill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
-    import time
-
     from safetensors.torch import load_file
 
     from iterit.training import train
@@ -599,16 +596,10 @@ def test_a_real_kill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_mode
     script = tmp_path / "killable.py"
     script.write_text(KILLABLE_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    process = start_in_group([sys.executable, str(script), json.dumps(settings)], env=env)
+    # 2 steps an epoch (budget 8, batch 4): step 3 is epoch 1's first, past epoch 0's checkpoint.
+    done = run_in_group([sys.executable, str(script), json.dumps(settings), "3"], env=env, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     run = Path(killed.out)
-    deadline = time.time() + 240
-    try:
-        while not (run / "epochs" / "1" / "selection.parquet").exists():  # epoch 1 has begun
-            assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
-            time.sleep(0.05)
-        time.sleep(0.7)  # inside epoch 1's steps
-    finally:
-        kill_group(process)
     assert not (run / "model").exists() and not (run / "epochs" / "2").exists()
     resumed = train(recipe_config(tmp_path / "killed", tiny_model_dir, n=24, num_train_epochs=3, resume=True))
     assert resumed.selections == whole.selections

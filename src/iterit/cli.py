@@ -114,6 +114,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"iterit {command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _close_distributed()
+
+
+def _close_distributed() -> None:
+    """Shut down a process group that the command (or the Trainer, under torchrun) brought up."""
+    if "torch.distributed" in sys.modules:  # never import torch just to find nothing to close
+        from iterit.scoring.distributed import close_distributed
+
+        close_distributed()
 
 
 def top_help() -> str:

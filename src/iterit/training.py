@@ -46,7 +46,7 @@ from iterit.reselection import (
     ResponseOnlyDataset,
     SelectionSampler,
 )
-from iterit.scoring import DTYPES, ScoreTable
+from iterit.scoring import DTYPES, ScoreTable, close_distributed_at_exit
 from iterit.storage import check_writable, read_table, write_json
 
 logger = logging.getLogger(__name__)
@@ -184,6 +184,7 @@ def train(config: TrainConfig) -> RunResult:
         data_collator=PaddingCollator(pad_token_id(tokenizer)), processing_class=tokenizer,
         callbacks=[callback], selection_sampler=sampler,
     )
+    close_distributed_at_exit()  # the Trainer brought the group up under torchrun; see close_distributed
     if config.quiet:
         trainer.remove_callback(PrinterCallback)  # it prints every log dict when progress bars are off
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

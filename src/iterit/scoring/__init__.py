@@ -24,7 +24,12 @@ head), ``engine`` (batches -> per-sample losses and IFD), ``table`` (the score t
 
 from iterit.scoring.batches import padding_share, plan_batches
 from iterit.scoring.command import score_command
-from iterit.scoring.distributed import distributed_rank_world, init_distributed_from_env
+from iterit.scoring.distributed import (
+    close_distributed,
+    close_distributed_at_exit,
+    distributed_rank_world,
+    init_distributed_from_env,
+)
 from iterit.scoring.engine import IFD_FORMS, RenderedScores, score_rendered, score_samples, score_table
 from iterit.scoring.loading import DTYPES, load_model, resolve_device, resolve_dtype
 from iterit.scoring.table import (
@@ -44,6 +49,8 @@ __all__ = [
     "UNHELPFUL_PROMPTS_HINT",
     "RenderedScores",
     "ScoreTable",
+    "close_distributed",
+    "close_distributed_at_exit",
     "distributed_rank_world",
     "format_summary",
     "init_distributed_from_env",

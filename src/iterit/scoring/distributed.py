@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
+
+_CLOSE_REGISTERED = False
 
 
 def distributed_rank_world() -> tuple[int, int]:
@@ -28,7 +31,33 @@ def init_distributed_from_env() -> tuple[int, int]:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend)
+    close_distributed_at_exit()
     return distributed_rank_world()
+
+
+def close_distributed_at_exit() -> None:
+    """Have :func:`close_distributed` run at interpreter exit if a process group is up (once per process)."""
+    import torch.distributed as dist
+
+    global _CLOSE_REGISTERED
+    if not _CLOSE_REGISTERED and dist.is_available() and dist.is_initialized():
+        atexit.register(close_distributed)
+        _CLOSE_REGISTERED = True
+
+
+def close_distributed() -> None:
+    """Destroy the default process group, if one is up, while the interpreter is still whole.
+
+    A process that exits with a live gloo group lets the interpreter tear down tensors that gloo's worker
+    threads still hold: at random, depending on thread timing, the process then aborts with SIGABRT
+    ("terminate called without an active exception") although its work is done. Destroying the group
+    first is the shutdown PyTorch documents. Local to this process (no collective), so it cannot hang
+    when a peer has already failed; a no-op when no group is up.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def gather_objects(obj: Any, world: int) -> list[Any]:
