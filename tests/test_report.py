@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_in_group
 
 from iterit.errors import IterITError
 from iterit.report import ReportPaths, read_train_run, write_report
@@ -215,7 +215,7 @@ def chromium_image_status(page: Path, work: Path) -> dict[str, str]:
     command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                f"--user-data-dir={work / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = run_in_group(command, timeout=120)  # Chromium's zygote and renderers die with it, even on a timeout
     match = re.search(r"<body([^>]*)>", done.stdout)
     assert match, f"chromium printed no DOM (status {done.returncode}): {done.stderr[-2000:]}"
     return dict(re.findall(r'data-(\w+)="([^"]*)"', match.group(1)))
