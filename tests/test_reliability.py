@@ -44,6 +44,7 @@ CORPUS: dict[str, tuple[str, int | None]] = {
     "invalid_utf8.jsonl": ("invalid_utf8.jsonl:2", 1),
     "no_final_assistant.jsonl": ("no_final_assistant.jsonl:1", 0),
     "empty_response.jsonl": ("empty_response.jsonl:2", 1),
+    "deep_nesting.json": ("deep_nesting.json", None),  # 100,000 '[': Python's parser recurses
 }
 CLEAN = ("bom.jsonl", "crlf.jsonl")  # odd encodings of valid files: they load (test_data.py checks the rows)
 DATA_COMMANDS = ("inspect", "score", "select", "train", "eval")
@@ -226,6 +227,40 @@ def test_report_with_its_plots_folder_blocked_is_one_line(finished_run: Path, tm
     (run / "plots").write_text("a file where the plots folder goes")
     assert main(["report", str(run)]) == 2
     assert "plots" in one_error_line(capsys)
+
+
+# ---------------------------------------------------------------- a failed start, and the console (issue 19)
+
+
+def test_a_failed_score_start_does_not_block_the_corrected_rerun(tmp_path: Path, good_data: Path,
+                                                                 tiny_model_dir: Path) -> None:
+    out = tmp_path / "x.jsonl"
+    assert main(["score", "--model", MISSING_MODEL, "--data", str(good_data), "--out", str(out), *FAST]) == 2
+    assert main(["score", "--model", str(tiny_model_dir), "--data", str(good_data), "--out", str(out), *FAST]) == 0
+    assert out.exists() and not Path(f"{out}.shards").exists()
+
+
+def test_a_budget_above_the_candidates_is_a_warning_naming_both(tmp_path: Path, good_data: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        assert main(["select", "--data", str(good_data), "--strategy", "random", "--budget", "99999",
+                     "--out", str(tmp_path / "subset.jsonl")]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("99999" in w and " 2 " in w for w in warnings), warnings
+
+
+def test_missing_scores_are_grouped_by_kind_with_examples(tmp_path: Path, tiny_model_dir: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "varied.jsonl"
+    rows = [{"instruction": "word " * (i + 1), "output": "ok"} for i in range(8)]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    assert main(["score", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "s.jsonl"),
+                 "--max-length", "3", "--quiet"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "no score for" in line]
+    assert len(lines) == 1, lines
+    assert "no score for 8:" in lines[0] and "e.g." in lines[0]
 
 
 # ---------------------------------------------------------------- fault injection: SIGKILL at random points
