@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from iterit.errors import IterITError
+from iterit.outputs import reading_config
 
 README = "https://github.com/iterit/iterit#readme (or README.md in the source)"
 
@@ -97,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = parse_config(command, _resolve(config_ref), rest, positional)
         if getattr(config, "quiet", False):
             _silence_progress_bars()
-        return int(_resolve(handler_ref)(config) or 0)
+        with reading_config(_config_file(rest)):  # no output may land on the YAML the settings came from
+            return int(_resolve(handler_ref)(config) or 0)
     except IterITError as err:
         if verbose:
             traceback.print_exc()
@@ -174,6 +176,13 @@ def parse_config(command: str, config_class: type, argv: list[str], positional: 
         if isinstance(err, IterITError):
             raise
         raise IterITError(f"invalid settings: {err}".replace("\n", " ")) from None
+
+
+def _config_file(argv: Sequence[str]) -> str | None:
+    """The YAML config given as the first argument, as :func:`parse_config` reads it."""
+    if argv and not argv[0].startswith("-") and argv[0].endswith((".yaml", ".yml")):
+        return argv[0]
+    return None
 
 
 def _rename_flag(arg: str, renamed: dict[str, str]) -> str:
@@ -260,7 +269,9 @@ def _data_options(config: Any) -> dict[str, Any]:
 
 def run_tiny_model(config: Any) -> int:
     from iterit.demo.tiny_model import build_tiny_model
+    from iterit.outputs import check_output
 
+    check_output(config.out, {"--corpus": config.corpus})
     path = build_tiny_model(config.out, corpus=config.corpus or None, steps=config.steps, seed=config.seed)
     _print(f"tiny model saved to {path} (load it with AutoModelForCausalLM.from_pretrained)")
     return 0
@@ -364,7 +375,7 @@ def run_demo(config: Any) -> int:
 
     comparison = run_demo(
         config.out, quick=config.quick, seed=config.seed, strategies=config.strategies, epochs=config.epochs,
-        ratio=config.ratio, pool=config.pool, cache=config.cache,
+        ratio=config.ratio, pool=config.pool, cache=config.cache, overwrite=config.overwrite,
     )
     _print("\n" + format_comparison(comparison))
     _print(_write_report_line(config.out))

@@ -123,3 +123,4 @@ class DemoConfig:
     ratio: float = field(default=0.08, metadata=_help("per-epoch budget as a share of the data (5-10%%)"))
     pool: str = field(default="frozen", metadata=_help("frozen (the reference; no measurable difference in benchmarks/quality.py) | rolling"))
     cache: str = field(default=".cache/iterit", metadata=_help("where the pretrained base model is cached between runs"))
+    overwrite: bool = field(default=False, metadata=_help("write into a folder that is not this demo's, replacing only what the demo writes there"))

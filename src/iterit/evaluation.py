@@ -428,11 +428,13 @@ def eval_command(
     The output is checked for writability before the model loads, and written atomically.
     """
     from iterit.data import load_samples
+    from iterit.outputs import check_output
     from iterit.scoring import load_model
     from iterit.storage import check_writable, write_json
 
     chosen = parse_metrics(metrics)
     if out:
+        check_output(out, {"--data": list(data), "--model": model, "--lm-eval-include": lm_eval_include})
         check_writable(out)
     if lm_eval_include and not Path(lm_eval_include).is_dir():
         raise IterITError(f"--lm-eval-include {lm_eval_include}: no such folder; give a folder of lm-eval task YAMLs")

@@ -35,7 +35,8 @@ def reading_config(path: PathLike | None) -> Iterator[None]:
         _config_files.reset(token)
 
 
-def check_output(out: PathLike, inputs: Inputs, *, flag: str = "--out", writes: Sequence[str] | None = None) -> None:
+def check_output(out: PathLike, inputs: Inputs, *, flag: str = "--out", writes: Sequence[str] | None = None,
+                 own_config: Sequence[PathLike] = ()) -> None:
     """Refuse ``out`` when it is an input, lies inside an input folder, or (a folder) would write over one.
 
     Args:
@@ -45,12 +46,14 @@ def check_output(out: PathLike, inputs: Inputs, *, flag: str = "--out", writes: 
         flag: how the user named ``out`` in the message (``--out``, ``--out (its manifest)``).
         writes: for a folder output, the entries it writes (``model``, ``config.yaml``): an input at or below one
             of them is refused. ``None`` for a file output.
+        own_config: files the command itself wrote earlier and may rewrite though given back as the YAML
+            config (``iterit train RUN/config.yaml`` into its own run folder).
 
     Raises:
         IterITError: one line naming the output, the input it would destroy, and the fix.
     """
     target = Path(out)
-    for input_flag, path in _named_inputs(inputs):
+    for input_flag, path in _named_inputs(inputs, own_config):
         problem = _clash(target, path, writes)
         if problem:
             raise IterITError(
@@ -59,7 +62,7 @@ def check_output(out: PathLike, inputs: Inputs, *, flag: str = "--out", writes: 
             )
 
 
-def _named_inputs(inputs: Inputs) -> Iterator[tuple[str, Path]]:
+def _named_inputs(inputs: Inputs, own_config: Sequence[PathLike] = ()) -> Iterator[tuple[str, Path]]:
     """``(flag, path)`` for every input that exists on disk, the CLI's YAML configs included."""
     for flag, value in inputs.items():
         values = [] if value is None else [value] if isinstance(value, (str, os.PathLike)) else list(value)
@@ -67,7 +70,8 @@ def _named_inputs(inputs: Inputs) -> Iterator[tuple[str, Path]]:
             if path and os.path.lexists(path):
                 yield flag, Path(path)
     for config in _config_files.get():
-        yield "the config file", config
+        if not any(same_file(config, own) for own in own_config):
+            yield "the config file", config
 
 
 def _clash(target: Path, source: Path, writes: Sequence[str] | None) -> str | None:

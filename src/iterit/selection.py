@@ -447,6 +447,18 @@ def write_selection(samples: Sequence[Sample], selection: Selection, out_path: s
     return manifest
 
 
+def check_select_outputs(out: str, data: Sequence[str], scores_path: str | None) -> None:
+    """Neither the subset nor its manifest (nor the manifest's ``.meta.json``) may land on an input."""
+    from iterit.outputs import check_output
+
+    inputs = {"--data": list(data), "--scores": scores_path}
+    manifest = manifest_path(out)
+    check_output(out, inputs)
+    check_output(manifest, inputs, flag="--out (its manifest)")
+    if manifest.suffix == ".jsonl":
+        check_output(manifest.with_suffix(".meta.json"), inputs, flag="--out (its manifest's .meta.json)")
+
+
 def select_command(
     data: Sequence[str],
     scores_path: str | None,
@@ -480,7 +492,7 @@ def select_command(
     from iterit.scoring import read_scores
     from iterit.storage import check_writable
 
-    manifest_path(out)
+    check_select_outputs(out, data, scores_path)
     check_writable(out)
     _check_strategy(strategy, scores_path is not None, decay)
     if not isinstance(ngram_max, int) or ngram_max < 1:
@@ -494,6 +506,10 @@ def select_command(
         loaded.samples, scores, budget_value, strategy=strategy, threshold=threshold, decay=decay,
         seed=seed, source_budget=quotas, tfidf_options=options,
     )
+    if selection.summary["budget_exceeds_candidates"]:
+        logger.warning("--budget %s: asks for %d samples but only %d of the %d are candidates; selecting all %d",
+                       budget, selection.summary["budget"], selection.summary["n_candidates"],
+                       selection.summary["n_samples"], selection.summary["n_candidates"])
     found, removed = loaded.summary.duplicates, loaded.summary.duplicates_removed
     selection.summary["duplicates"] = {"found": found, "removed": removed}
     manifest = write_selection(loaded.samples, selection, out)

@@ -46,6 +46,7 @@ from iterit.reselection import (
     ResponseOnlyDataset,
     SelectionSampler,
 )
+from iterit.runfolder import MARKER, check_run_folder, claim_run_folder
 from iterit.scoring import DTYPES, ScoreTable, close_distributed_at_exit
 from iterit.storage import check_writable, read_table, write_json
 
@@ -53,6 +54,18 @@ logger = logging.getLogger(__name__)
 
 POOLS = ("frozen", "rolling")
 TABLE_FORMATS = ("parquet", "jsonl")
+# What a run writes in its folder: all that --overwrite replaces, and where no input may lie.
+RUN_ENTRIES = ("config.yaml", "epochs", "model", "adapter", ".model.partial", ".adapter.partial", "checkpoints",
+               "summary.json", "report.md", "report.html", "plots")
+# The settings that define a run: another value of one of these makes another run, so its folder is refused.
+# (Not: --resume, --quiet, --overwrite, batching for memory, where logs go.)
+RUN_SETTINGS = (
+    "model", "data", "scores", "format", "columns", "system_prompt", "skip_invalid", "dedup", "template",
+    "max_length", "strategy", "ratio", "update_ratio", "pool", "decay", "threshold", "lora_r", "lora_alpha",
+    "lora_dropout", "lora_target_modules", "merge_lora", "dtype", "table_format", "seed", "data_seed",
+    "num_train_epochs", "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16",
+)
 
 
 def _help(text: str, **extra: Any) -> dict:
@@ -89,6 +102,7 @@ class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
     dtype: str = field(default="auto", metadata=_help("weights dtype: auto (bfloat16 for LoRA with --bf16, else float32 master weights) | float32 | bfloat16 | float16"))
     table_format: str = field(default="parquet", metadata=_help("parquet | jsonl for the per-epoch scores and selections"))
     resume: bool = field(default=False, metadata=_help("continue a killed run from its last finished checkpoint"))
+    overwrite: bool = field(default=False, metadata=_help("write into a folder that is not this run's, replacing only what iterit writes there"))
     quiet: bool = field(default=False, metadata=_help("no progress bars (for logs)"))
     # Overridden TrainingArguments defaults.
     output_dir: str | None = field(default=None, metadata=_help("the Trainer's checkpoints (default: <out>/checkpoints)"))
@@ -147,11 +161,16 @@ def train(config: TrainConfig) -> RunResult:
     """Fine-tune ``config.model`` on ``config.data`` with ``config.strategy``; see the module docstring."""
     validate_config(config)
     run = Path(config.out)
+    check_run_outputs(config, run)
     check_writable(run)
-    write_resolved_config(config, run / "config.yaml")
+    settings = run_settings(config)
+    check_run_folder(run, settings, writes=RUN_ENTRIES, overwrite=config.overwrite)
 
     samples = load_data(config)  # before the model: data errors are cheaper to find
     model, tokenizer = load_model(config)
+    if config.process_index == 0:  # the folder is claimed only once model and data have loaded
+        claim_run_folder(run, settings, writes=RUN_ENTRIES, overwrite=config.overwrite)
+    write_resolved_config(config, run / "config.yaml")
     rendered = render_all(config, tokenizer, samples)
     checkpoint = find_resume_checkpoint(config) if config.resume else None
 
@@ -229,6 +248,32 @@ def validate_config(config: TrainConfig) -> None:
         problems.append(f"--epochs {config.num_train_epochs}: give a whole number of epochs >= 1")
     if problems:
         raise IterITError("; ".join(problems))
+
+
+def check_run_outputs(config: TrainConfig, run: Path) -> None:
+    """The run folder is no input, lies inside none, and writes none of its entries over one.
+
+    ``RUN/config.yaml`` of an iterit run, given back as the YAML config (``iterit train RUN/config.yaml``), is
+    the run's own file: rewriting it with the resolved settings is allowed.
+    """
+    from iterit.outputs import check_output
+
+    own = (run / "config.yaml",) if (run / MARKER).exists() else ()
+    check_output(run, {"--data": list(config.data), "--model": config.model, "--scores": config.scores},
+                 writes=RUN_ENTRIES, own_config=own)
+
+
+def run_settings(config: TrainConfig) -> dict[str, Any]:
+    """The settings that define the run (:data:`RUN_SETTINGS`), with local paths made absolute, as JSON values."""
+    values = {name: getattr(config, name) for name in RUN_SETTINGS}
+    values["model"] = _absolute(config.model)
+    values["data"] = [_absolute(path) for path in config.data]
+    values["scores"] = _absolute(config.scores) if config.scores else None
+    return json.loads(json.dumps(values, default=str))
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).resolve()) if Path(path).exists() else path
 
 
 def write_resolved_config(config: TrainConfig, path: Path) -> None:

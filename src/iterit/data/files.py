@@ -22,7 +22,21 @@ def has_lines(path: Path) -> bool:
 
 
 def read_rows(path: Path, skip_invalid: bool, summary: LoadSummary, source: str) -> Iterator[tuple[int, Any]]:
-    """Yield ``(origin, record)``: 1-based line for JSON Lines and JSON arrays, index for the rest."""
+    """Yield ``(origin, record)``: 1-based line for JSON Lines and JSON arrays, index for the rest.
+
+    Python's JSON parser recurses once per nesting level, so a file of 100,000 ``[`` ends in a RecursionError;
+    that is bad input like any other, told in one line.
+    """
+    try:
+        yield from _read_rows(path, skip_invalid, summary, source)
+    except RecursionError:
+        raise IterITError(
+            f"{path}: JSON nested too deeply to read (thousands of [ or {{ inside each other); "
+            "fix or re-export the file"
+        ) from None
+
+
+def _read_rows(path: Path, skip_invalid: bool, summary: LoadSummary, source: str) -> Iterator[tuple[int, Any]]:
     if not path.exists():
         raise IterITError(f"{path}: no such file or folder; check --data")
     if path.is_dir():

@@ -24,6 +24,8 @@ from iterit.errors import IterITError
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("iterit", "ifd-iterative", "static", "ifd", "random", "longest", "full")
+# What the demo writes in its folder: all that --overwrite replaces, and where no input may lie.
+DEMO_ENTRIES = ("data", "runs", "comparison.json", "report.md", "report.html", "plots")
 # The base model: wide enough to learn short answers in a few hundred steps on two CPU cores.
 BASE_MODEL = {"hidden_size": 128, "layers": 4, "heads": 4, "vocab_size": 2048}
 BASE_PRETRAIN = {"full": 600, "quick": 150}
@@ -69,6 +71,7 @@ def run_demo(
     decay: float = 0.1,
     cache: str | Path = ".cache/iterit",
     progress: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run the whole comparison into ``out``; returns what ``comparison.json`` holds.
 
@@ -83,8 +86,11 @@ def run_demo(
         decay: weight an n-gram keeps per picked response that covers it (the paper: 0.1).
         cache: where the pretrained base model is kept between runs.
         progress: show progress bars (the demo logs one line per step otherwise).
+        overwrite: write into a folder that is not this demo's, replacing only what the demo writes there.
     """
     from iterit.demo.tasks import generate_demo_data
+    from iterit.outputs import check_output
+    from iterit.runfolder import check_run_folder, claim_run_folder
     from iterit.storage import check_writable, write_json
 
     names = _parse_strategies(strategies)
@@ -93,12 +99,17 @@ def run_demo(
     if epochs < 1:
         raise IterITError(f"--epochs {epochs}: need at least one epoch")
     root = Path(out)
+    check_output(root, {"--cache": str(cache)}, writes=DEMO_ENTRIES)
     check_writable(root)
     epochs = min(epochs, 2) if quick else epochs
+    settings = {"quick": quick, "seed": seed, "strategies": names, "epochs": epochs, "ratio": ratio, "pool": pool,
+                "decay": decay}
+    check_run_folder(root, settings, writes=DEMO_ENTRIES, overwrite=overwrite)
     started = time.perf_counter()
+    base = base_model(Path(cache), seed=seed, quick=quick)
+    claim_run_folder(root, settings, writes=DEMO_ENTRIES, overwrite=overwrite, kind="demo")
     logger.info("[demo] generating the known-answer data (%s)", "quick" if quick else "full size")
     data = generate_demo_data(root / "data", seed=seed, quick=quick)
-    base = base_model(Path(cache), seed=seed, quick=quick)
     outcomes = []
     for number, strategy in enumerate(names, start=1):
         logger.info("[demo] %d/%d training '%s' (%d epochs, %.0f%% of the data per epoch)",

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from iterit.errors import IterITError
+from iterit.outputs import check_output
 from iterit.report.document import Block, Code, Heading, Link, Plot, Table, Text, render_html, render_markdown
 from iterit.report.plots import (
     FULL_DEMO_STRATEGY,
@@ -93,6 +94,7 @@ def write_report(run_dir: str | Path) -> ReportPaths:
         raise IterITError(
             f"{run}: no such run folder; give the --out folder of `iterit train` or `iterit demo`"
         )
+    check_output(run, {}, flag="the report in", writes=("report.md", "report.html", "plots"))
     check_writable(run / "plots")
     require_matplotlib()
     if (run / "comparison.json").exists() or (run / "runs").is_dir():

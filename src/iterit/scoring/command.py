@@ -61,19 +61,24 @@ def _fingerprint(model: str, samples: Sequence[Sample], settings: dict[str, Any]
 
 
 def _prepare_shard_folder(folder: Path, fingerprint: dict[str, Any], out: str) -> None:
-    """Create the shard folder, or check that the one there was made by a run with the same arguments."""
+    """Create the shard folder, or check that the one there was made by a run with the same arguments.
+
+    A folder without any finished shard is reused whatever made it, so a failed start never blocks the rerun.
+    """
     marker = folder / "fingerprint.json"
     if marker.exists():
         previous = json.loads(marker.read_text(encoding="utf-8"))
-        if previous != fingerprint:
-            differing = sorted(
-                k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k)
-            )
+        if previous == fingerprint:
+            return
+        differing = sorted(k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k))
+        if any(folder.glob("shard-*.json")):
             raise IterITError(
                 f"{folder}: holds partial results of a run with other arguments (differs in: {', '.join(differing)}); "
                 f"delete that folder to start over, or choose another --out than {out}"
             )
-        return
+        # An earlier start failed before finishing a shard (a wrong --model): nothing to keep, nothing to refuse.
+        logger.info("%s: no finished shard of the earlier run (differs in: %s); starting afresh", folder,
+                    ", ".join(differing))
     from iterit.storage import write_json
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,6 +134,17 @@ def _pending_shards(folder: Path, n_shards: int, rank: int, world: int) -> list[
         dist.broadcast_object_list(box, src=0)
         pending = box[0]
     return pending
+
+
+def check_score_outputs(out: str, model: str, data: Sequence[str]) -> None:
+    """Neither the scores, their ``.meta.json`` nor the shard folder may land on or inside an input."""
+    from iterit.outputs import check_output
+
+    inputs = {"--data": list(data), "--model": model}
+    check_output(out, inputs)
+    if Path(out).suffix == ".jsonl":
+        check_output(Path(out).with_suffix(".meta.json"), inputs, flag="--out (its .meta.json)")
+    check_output(f"{out}.shards", inputs, flag="--out (its shard folder)")
 
 
 def _validate_command(
@@ -191,6 +207,7 @@ def score_command(
     from iterit.storage import check_writable
 
     _validate_command(out, ifd_form, dtype, max_length, max_batch_tokens, shard_size)
+    check_score_outputs(out, model, data)
     check_writable(out)
     rank, world = init_distributed_from_env()
     samples = load_samples(

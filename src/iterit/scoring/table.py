@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -85,8 +86,30 @@ def _float_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+# A reason's per-sample detail, "(11 prompt tokens)": dropped to group the reasons by kind.
+_REASON_DETAIL = re.compile(r"\s*\([^)]*\d[^)]*\)")
+EXAMPLES_PER_REASON = 3
+
+
+def reason_kind(reason: str) -> str:
+    """``"response does not fit max_length (11 prompt tokens)"`` -> ``"response does not fit max_length"``."""
+    return _REASON_DETAIL.sub("", reason).strip() or reason
+
+
+def missing_by_kind(table: ScoreTable) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Unscored samples grouped by the kind of reason: the count of each, most common first, and a few ids."""
+    kinds = [(reason_kind(reason), sample_id) for reason, sample_id in zip(table.reasons, table.ids) if reason]
+    counts = dict(Counter(kind for kind, _ in kinds).most_common())
+    examples: dict[str, list[str]] = {kind: [] for kind in counts}
+    for kind, sample_id in kinds:
+        if len(examples[kind]) < EXAMPLES_PER_REASON:
+            examples[kind].append(str(sample_id))
+    return counts, examples
+
+
 def summarize_scores(table: ScoreTable) -> dict[str, Any]:
-    """Counts, missing scores by reason, IFD quantiles, share with IFD >= 1 and throughput."""
+    """Counts, missing scores by kind of reason (with example ids), IFD quantiles, share >= 1, throughput."""
+    missing, examples = missing_by_kind(table)
     scored = np.isfinite(table.ifd)
     values = table.ifd[scored]
     quantiles = {
@@ -97,7 +120,8 @@ def summarize_scores(table: ScoreTable) -> dict[str, Any]:
     return {
         "samples": len(table),
         "scored": int(scored.sum()),
-        "missing": dict(Counter(reason for reason in table.reasons if reason is not None).most_common()),
+        "missing": missing,
+        "missing_examples": examples,
         "truncated": int(table.truncated.sum()),
         "ifd_quantiles": quantiles,
         "share_ifd_ge_1": float((values >= 1.0).mean()) if values.size else None,
@@ -111,8 +135,10 @@ def summarize_scores(table: ScoreTable) -> dict[str, Any]:
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as the few lines the CLI prints."""
     lines = [f"scored {summary['scored']} of {summary['samples']} samples ({summary['truncated']} truncated)"]
-    for reason, count in summary["missing"].items():
-        lines.append(f"  no score for {count}: {reason}")
+    for kind, count in summary["missing"].items():
+        shown = summary.get("missing_examples", {}).get(kind, [])
+        more = ", ..." if count > len(shown) else ""
+        lines.append(f"  no score for {count}: {kind}" + (f" (e.g. {', '.join(shown)}{more})" if shown else ""))
     quantiles = summary["ifd_quantiles"]
     if quantiles["p50"] is not None:
         lines.append("IFD quantiles: " + "  ".join(f"{k}={v:.4f}" for k, v in quantiles.items()))
