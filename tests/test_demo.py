@@ -49,3 +49,25 @@ def test_unknown_strategy_is_one_clear_error(tmp_path: Path, capsys: pytest.Capt
         from iterit.demo.compare import run_demo
 
         run_demo(tmp_path / "d", ratio=1.5)
+
+
+def test_demo_into_a_foreign_folder_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    userdir = tmp_path / "userdir"
+    (userdir / "data").mkdir(parents=True)
+    (userdir / "data" / "mine.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+    assert main(["demo", "--quick", "--out", str(userdir), "--cache", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
+    assert (userdir / "data" / "mine.jsonl").read_text() == '{"instruction": "a", "output": "b"}\n'
+    assert not (tmp_path / "cache").exists()  # refused before the base model was built
+
+
+@pytest.mark.slow
+def test_demo_rerun_resumes_and_other_settings_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["demo", "--quick", "--out", str(tmp_path / "demo"), "--cache", str(tmp_path / "cache"),
+            "--strategies", "random", "--epochs", "1"]
+    assert main(args) == 0
+    assert main(args) == 0  # the same settings into its own folder: allowed, as before
+    capsys.readouterr()
+    assert main([*args, "--seed", "1"]) == 2
+    assert "differs in: seed" in capsys.readouterr().err
