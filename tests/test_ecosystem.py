@@ -184,6 +184,22 @@ def test_selection_dynamics_reach_the_tensorboard_event_file(tiny, tmp_path):
     assert written[1]["pool_ifd"]["p50"] > 0
 
 
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="pip install 'iterit[tensorboard]'")
+def test_iterit_train_with_report_to_tensorboard_logs_the_dynamics(tiny_model_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from test_training import recipe_config
+
+    from iterit.training import train
+
+    result = train(recipe_config(tmp_path, tiny_model_dir, n=24, report_to=["tensorboard"]))
+    events = sorted(result.run_dir.rglob("events.out.tfevents.*"))
+    assert events, "iterit train --report-to tensorboard wrote no event file"
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    overlap = [event.value for event in accumulator.Scalars("train/iterit/overlap_with_previous")]
+    assert overlap == pytest.approx([result.epochs[1]["overlap_with_previous"]])
+
+
 def test_nothing_is_logged_without_report_to(tiny, tmp_path):
     tokenizer, load = tiny
     samples = make_samples(16)
