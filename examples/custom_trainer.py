@@ -4,36 +4,28 @@ Run it (CPU, about a minute; builds a tiny model and demo data when you give non
 
     python examples/custom_trainer.py --out runs/custom-trainer
     python examples/custom_trainer.py --model path/to/model --data train.jsonl --ratio 0.05 --epochs 3
+    python examples/custom_trainer.py --trl --out runs/custom-sft    # the same with TRL's SFTTrainer
 
 What it shows: your ``Trainer``, your ``TrainingArguments``, your dataset; ``install_reselection`` adds a
 sampler that yields the current B samples and a callback that re-scores the candidate pool with the model
 as it stands after each epoch. The only requirement is that row ``i`` of ``train_dataset`` is ``samples[i]``
 (the sampler picks rows by position).
 
-With TRL's ``SFTTrainer`` (not needed for this script) the same three lines apply, after building the
-trainer on the *same* rows in the *same* order and without packing, so rows stay whole and in place::
+With TRL's ``SFTTrainer`` (``--trl``, needs ``pip install 'iterit[trl]'``) the same call applies, given the
+``datasets.Dataset`` the trainer was built on: TRL formats and tokenizes it (chat ``messages`` here; ``prompt`` /
+``completion`` rows get its ``completion_only_loss``) and keeps one row per sample, in order::
 
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from iterit.data import load_samples
-    from iterit.rescoring import scorer_for
-    from iterit.reselection import install_reselection
-
-    samples = load_samples(["train.jsonl"]).samples
     dataset = Dataset.from_list([{"messages": s.messages} for s in samples])
-    trainer = SFTTrainer(
-        model=model, processing_class=tokenizer, train_dataset=dataset,
-        args=SFTConfig(output_dir="out", num_train_epochs=3, packing=False, assistant_only_loss=True,
-                       max_length=2048, learning_rate=2e-5, lr_scheduler_type="cosine", warmup_steps=0.03),
-    )
-    callback = install_reselection(trainer, samples, budget=round(0.05 * len(samples)),
-                                   score_fn=scorer_for(tokenizer, max_length=2048), strategy="iterit",
-                                   update_ratio=3, run_dir="out/iterit")
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=dataset,
+                         args=SFTConfig(output_dir="out", num_train_epochs=3, max_length=2048, ...))
+    install_reselection(trainer, dataset, budget=round(0.05 * len(dataset)),
+                        score_fn=scorer_for(tokenizer, max_length=2048), update_ratio=3, run_dir="out/iterit")
     trainer.train()
 
-``SFTTrainer`` tokenizes the rows in order and (with ``packing=False``) keeps one row per sample, so the
-positions line up. If you filter rows (e.g. drop over-long ones), filter ``samples`` the same way first.
+What cannot line up is refused with a reason: ``packing=True`` (rows are merged into blocks),
+``shuffle_dataset=True`` (rows are reordered; the sampler shuffles anyway), and rows TRL drops because
+truncation left no label (raise ``max_length``, or drop those rows first).
+
 Checkpoints carry the callback's state (``iterit_reselection.json``), so ``trainer.train(resume_from_checkpoint=...)``
 continues with the selection the interrupted run had.
 """
@@ -53,7 +45,7 @@ from iterit.rescoring import scorer_for
 from iterit.reselection import PaddingCollator, ResponseOnlyDataset, install_reselection
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model folder (default: build a tiny one)")
     parser.add_argument("--data", nargs="+", help="data files (default: the known-answer demo data)")
@@ -61,7 +53,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ratio", type=float, default=0.05, help="samples per epoch, as a share of the data")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=256)
-    return parser.parse_args()
+    parser.add_argument("--trl", action="store_true", help="train with TRL's SFTTrainer instead of a plain Trainer")
+    parser.add_argument("--report-to", default="none", help="tensorboard, wandb, mlflow, ...: where the Trainer "
+                        "logs, the per-epoch selection dynamics included")
+    return parser.parse_args(argv)
 
 
 def default_inputs(scratch: Path, model: str | None, data: list[str] | None) -> tuple[str, list[str]]:
@@ -78,30 +73,50 @@ def default_inputs(scratch: Path, model: str | None, data: list[str] | None) -> 
     return model, data
 
 
-def main() -> None:
+def plain_trainer(model, tokenizer, samples, args: argparse.Namespace) -> tuple[Trainer, list]:
+    """Your own dataset and Trainer: here, response-only labels with the same rendering the scorer uses."""
+    rendered = render_samples(tokenizer, samples, max_length=args.max_length)
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(output_dir=str(Path(args.out) / "checkpoints"), remove_unused_columns=False,
+                               **training_settings(args)),
+        train_dataset=ResponseOnlyDataset(rendered),
+        data_collator=PaddingCollator(tokenizer.pad_token_id),
+    )
+    return trainer, samples
+
+
+def sft_trainer(model, tokenizer, samples, args: argparse.Namespace):
+    """TRL's SFTTrainer on a ``datasets.Dataset`` of chat messages, with TRL's own formatting and defaults."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    dataset = Dataset.from_list([{"messages": sample.messages} for sample in samples])
+    config = SFTConfig(output_dir=str(Path(args.out) / "checkpoints"), max_length=args.max_length,
+                       **training_settings(args))
+    return SFTTrainer(model=model, processing_class=tokenizer, train_dataset=dataset, args=config), dataset
+
+
+def training_settings(args: argparse.Namespace) -> dict:
+    return dict(num_train_epochs=args.epochs, per_device_train_batch_size=8, learning_rate=1e-3,
+                lr_scheduler_type="cosine", warmup_steps=0.1, logging_steps=5, save_strategy="epoch",
+                report_to=args.report_to, use_cpu=True, seed=0)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = parse_args()
+    args = parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         model_path, data = default_inputs(Path(scratch), args.model, args.data)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path)
         samples = load_samples(data).samples
-
-        # Your own dataset and Trainer: here, response-only labels with the same rendering the scorer uses.
-        rendered = render_samples(tokenizer, samples, max_length=args.max_length)
-        trainer = Trainer(
-            model=model,
-            args=TrainingArguments(output_dir=str(Path(args.out) / "checkpoints"), num_train_epochs=args.epochs,
-                                   per_device_train_batch_size=8, learning_rate=1e-3, lr_scheduler_type="cosine",
-                                   warmup_steps=0.1, logging_steps=5, save_strategy="epoch", report_to="none",
-                                   remove_unused_columns=False, use_cpu=True, seed=0),
-            train_dataset=ResponseOnlyDataset(rendered),
-            data_collator=PaddingCollator(tokenizer.pad_token_id),
-        )
+        build = sft_trainer if args.trl else plain_trainer
+        trainer, rows = build(model, tokenizer, samples, args)
 
         # The IterIT part: score, pick B, and re-pick B from a pool of 3 x B after every epoch.
         budget = max(1, round(args.ratio * len(samples)))
-        callback = install_reselection(trainer, samples, budget=budget,
+        callback = install_reselection(trainer, rows, budget=budget,
                                        score_fn=scorer_for(tokenizer, max_length=args.max_length, progress=False),
                                        strategy="iterit", update_ratio=3, run_dir=args.out)
         trainer.train()
@@ -112,6 +127,7 @@ def main() -> None:
                      epoch["epoch"], epoch["budget"], "-" if overlap is None else f"{overlap:.0%}",
                      100 * epoch["share_not_in_epoch0_top"], epoch.get("mean_train_loss"))
     logging.info("per-epoch scores, selections and dynamics: %s/epochs/", args.out)
+    return callback.history
 
 
 if __name__ == "__main__":

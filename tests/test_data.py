@@ -83,6 +83,46 @@ def test_parquet_and_save_to_disk(tmp_path: Path) -> None:
     assert len(samples) == 3 and samples[0].format == "messages"
 
 
+def test_a_datasets_dataset_loads_in_memory_with_a_column_mapping() -> None:
+    import datasets
+
+    from iterit.data import as_samples
+
+    dataset = datasets.Dataset.from_list([{"q": "Capital of France?", "a": "Paris"}, {"q": "1+1?", "a": "2"}])
+    samples = as_samples(dataset, columns={"instruction": "q", "output": "a"})
+    assert [s.response for s in samples] == ["Paris", "2"]
+    assert [s.id for s in samples] == ["dataset:0", "dataset:1"] and samples[1].record == {"q": "1+1?", "a": "2"}
+    mixed = load_samples([dataset, write_tmp_messages()], columns="instruction=q,output=a", names=["mine", "chat"])
+    assert [s.source for s in mixed.samples] == ["mine", "mine", "chat"]
+    with pytest.raises(IterITError, match=r"datasets.Dataset 'dataset': record 1"):
+        as_samples(datasets.Dataset.from_list([{"q": "a", "a": "b"}, {"q": "c", "a": None}]), "instruction=q,output=a")
+    with pytest.raises(IterITError, match="columns= maps the fields of a datasets.Dataset"):
+        as_samples(samples, columns="instruction=q")
+
+
+def write_tmp_messages():
+    import datasets
+
+    return datasets.Dataset.from_list(MESSAGES)
+
+
+def test_write_samples_to_a_save_to_disk_folder(tmp_path: Path) -> None:
+    import datasets
+
+    from iterit.data import samples_to_dataset
+
+    samples = load_samples([write(tmp_path / "a.json", ALPACA, lines=False)]).samples
+    write_samples(samples, tmp_path / "subset")
+    saved = datasets.load_from_disk(str(tmp_path / "subset"))
+    assert saved.to_list() == ALPACA == samples_to_dataset(samples).to_list()
+    write_samples(samples[:1], tmp_path / "subset")  # replaces a folder it wrote before
+    assert datasets.load_from_disk(str(tmp_path / "subset")).to_list() == ALPACA[:1]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    (tmp_path / "other").mkdir()
+    with pytest.raises(IterITError, match="not a save_to_disk folder"):
+        write_samples(samples, tmp_path / "other")
+
+
 def test_several_files_are_tagged_with_their_source(tmp_path: Path) -> None:
     loaded = load_samples([write(tmp_path / "one.json", ALPACA, lines=False), write(tmp_path / "two.jsonl", MESSAGES, lines=True)])
     assert [s.source for s in loaded.samples] == ["one", "one", "two"]

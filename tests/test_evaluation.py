@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -238,3 +239,53 @@ def test_eval_command_refuses_a_missing_model(tmp_path):
     data.write_text(json.dumps({"instruction": "Hi", "output": "Hello"}) + "\n", encoding="utf-8")
     with pytest.raises(IterITError, match="--model"):
         eval_command(str(tmp_path / "no-model"), [str(data)], None, progress=False)
+
+
+LM_EVAL_TASKS = Path(__file__).parent / "data" / "lm_eval"
+
+
+def _hand_multiple_choice(model, tokenizer, docs) -> tuple[float, float]:
+    """acc and acc_norm of lm-eval's multiple_choice, computed directly: the sum of the log-probabilities of
+    " " + choice after the prompt (prompt and continuation encoded together, then split), argmax per doc;
+    acc_norm divides by the choice's length in characters."""
+    import numpy as np
+    import torch
+
+    acc = acc_norm = 0
+    for doc in docs:
+        context = f"Question: {doc['question']}\nAnswer:"
+        scores = []
+        for choice in doc["choices"]:
+            whole = tokenizer(context + " " + choice).input_ids
+            start = len(tokenizer(context).input_ids)
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([whole])).logits[0].float()
+            logprobs = torch.log_softmax(logits[start - 1:len(whole) - 1], dim=-1)
+            scores.append(float(logprobs.gather(1, torch.tensor(whole[start:])[:, None]).sum()))
+        scores = np.array(scores)
+        acc += int(np.argmax(scores) == doc["answer"])
+        acc_norm += int(np.argmax(scores / np.array([len(c) for c in doc["choices"]])) == doc["answer"])
+    return acc / len(docs), acc_norm / len(docs)
+
+
+@pytest.mark.slow  # lm-eval's own set-up takes ~10 s
+@pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="pip install 'iterit[lm-eval]'")
+def test_cli_eval_runs_a_local_lm_eval_task_and_matches_a_direct_computation(tiny_model_dir, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from iterit.cli import main
+
+    data = tmp_path / "held_out.jsonl"
+    data.write_text("".join(json.dumps(s.record) + "\n" for s in _samples()), encoding="utf-8")
+    out = tmp_path / "eval.json"
+    code = main(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out), "--metrics", "loss",
+                 "--lm-eval", "iterit_tiny_qa", "--lm-eval-include", str(LM_EVAL_TASKS), "--quiet"])
+    assert code == 0
+    result = json.loads(out.read_text())["lm_eval"]["iterit_tiny_qa"]
+    docs = [json.loads(line) for line in (LM_EVAL_TASKS / "tiny_qa.jsonl").read_text().splitlines()]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    acc, acc_norm = _hand_multiple_choice(model, tokenizer, docs)
+    assert result["sample_len"] == len(docs) == 8
+    assert result["acc,none"] == pytest.approx(acc) and result["acc_norm,none"] == pytest.approx(acc_norm)
+    assert result["acc_stderr,none"] == pytest.approx(math.sqrt(acc * (1 - acc) / (len(docs) - 1)))

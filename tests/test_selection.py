@@ -273,6 +273,28 @@ def test_select_command_end_to_end(tmp_path):
         select_command([str(data)], str(scores_path), "2", "iterit", str(out), ngram_max=0)
 
 
+def test_select_takes_a_datasets_dataset_and_writes_one(tmp_path):
+    import datasets
+
+    dataset = datasets.Dataset.from_list([{"q": s.record["instruction"], "a": s.response} for s in SAMPLES])
+    columns = {"instruction": "q", "output": "a"}
+    scores = make_scores(load_samples([dataset], columns=columns).samples)
+    from_dataset = select_samples(dataset, scores, 4, strategy="iterit", columns=columns)
+    from_samples = select_samples(load_samples([dataset], columns=columns).samples, scores, 4, strategy="iterit")
+    assert from_dataset.indices.tolist() == from_samples.indices.tolist()
+    subset = dataset.select(from_dataset.indices)
+    assert subset["a"] == [RESPONSES[i] for i in from_dataset.indices]
+
+    out = tmp_path / "subset"  # no suffix: a save_to_disk folder, the manifest beside it
+    scores_path = tmp_path / "scores.jsonl"
+    write_scores(scores, scores_path)
+    selection, text = select_command([dataset], str(scores_path), "4", "iterit", str(out),
+                                     data_options={"columns": columns})
+    assert datasets.load_from_disk(str(out)).to_list() == subset.to_list()
+    assert manifest_path(out) == tmp_path / "subset.manifest.jsonl" and manifest_path(out).exists()
+    assert f"wrote {out} and {tmp_path / 'subset.manifest.jsonl'}" in text
+
+
 def test_cli_select_with_the_hashing_vectorizer(tmp_path, capsys):
     from iterit.cli import main
 

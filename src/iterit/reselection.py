@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
-from iterit.data import Sample
+from iterit.data import Sample, as_samples
 from iterit.errors import IterITError
 from iterit.render import IGNORE_INDEX, RenderedSample, labels_for
 from iterit.rescoring import (
@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "STATE_FILE", "STRATEGIES", "IterITTrainer", "PaddingCollator", "ReselectionCallback", "ResponseOnlyDataset",
-    "SelectionSampler", "install_reselection", "scorer_for",
+    "SelectionSampler", "check_rows_line_up", "install_reselection", "scorer_for", "tracking_scalars",
 ]
 
 STATE_FILE = "iterit_reselection.json"
@@ -180,6 +180,11 @@ class ReselectionCallback(TrainerCallback):
         self._steps_at_begin = 0
         self._recorded_first = False
         self._restored = False
+        self._trainer: Trainer | None = None
+
+    def attach(self, trainer: Trainer) -> None:
+        """Report each epoch's selection dynamics through ``trainer``'s ``report_to`` integrations."""
+        self._trainer = trainer
 
     # --- events
 
@@ -282,8 +287,11 @@ class ReselectionCallback(TrainerCallback):
 
     def _record_pick(self, pick: EpochPick, previous: EpochPick | None, state) -> None:
         dynamics = selection_dynamics(self.reselector.samples, pick, previous, self.first)
-        dynamics.update(score_s=pick.score_s, select_s=pick.select_s)
+        dynamics.update(score_s=pick.score_s, select_s=pick.select_s,
+                        selected_ifd=ifd_quantiles(pick.selection.ifd),
+                        pool_ifd=ifd_quantiles(self.reselector.table.ifd[pick.pool]))
         self.history.append(dynamics)
+        self._report(dynamics)
         folder = self._epoch_dir(pick.epoch)
         if folder is None or not state.is_world_process_zero:
             return
@@ -295,6 +303,18 @@ class ReselectionCallback(TrainerCallback):
                     manifest_rows(self.reselector.samples, pick.selection),
                     metadata={"epoch": pick.epoch, **pick.selection.params})
         write_json(folder / "dynamics.json", dynamics)
+
+    def _report(self, dynamics: dict[str, Any]) -> None:
+        """Send :func:`tracking_scalars` to the Trainer's integrations (tensorboard, wandb, mlflow, ...).
+
+        Through the base ``Trainer.log``: TRL's ``SFTTrainer.log`` would flush (and so split) its running
+        token-accuracy averages into this record. Nothing is logged with ``report_to="none"``, so the
+        console's progress callbacks do not print these records either.
+        """
+        trainer = self._trainer
+        if trainer is None or not trainer.args.report_to or trainer.args.report_to == ["none"]:
+            return
+        Trainer.log(trainer, tracking_scalars(dynamics))
 
     def _record_metrics(self, pick: EpochPick, state, train_s: float) -> None:
         indices = pick.selection.indices
@@ -366,6 +386,35 @@ class ReselectionCallback(TrainerCallback):
         self.load_state_dict(json.loads(path.read_text()))
 
 
+QUANTILES = (10, 25, 50, 75, 90)
+
+
+def ifd_quantiles(ifd: np.ndarray) -> dict[str, float] | None:
+    """``{"p10": ..., "p90": ...}`` of the finite IFDs (``None`` when there are none)."""
+    finite = ifd[np.isfinite(ifd)]
+    if not len(finite):
+        return None
+    return {f"p{q}": float(value) for q, value in zip(QUANTILES, np.percentile(finite, QUANTILES))}
+
+
+def tracking_scalars(dynamics: dict[str, Any]) -> dict[str, float]:
+    """One epoch's dynamics as flat ``iterit/...`` scalars, as experiment trackers plot them.
+
+    ``iterit/selection_epoch`` says which epoch's selection the values describe (logged at the step where it
+    was chosen: step 0 for epoch 0, the last step of epoch ``e - 1`` for epoch ``e``).
+    """
+    scalars = {"iterit/selection_epoch": float(dynamics["epoch"]),
+               "iterit/share_not_in_epoch0_top": float(dynamics["share_not_in_epoch0_top"])}
+    if dynamics["overlap_with_previous"] is not None:
+        scalars["iterit/overlap_with_previous"] = float(dynamics["overlap_with_previous"])
+    for group in ("selected_ifd", "pool_ifd"):
+        for name, value in (dynamics.get(group) or {}).items():
+            scalars[f"iterit/{group}_{name}"] = value
+    for source, share in dynamics["source_mix"].items():
+        scalars[f"iterit/source_share/{source}"] = float(share)
+    return scalars
+
+
 def _pick_state(pick: EpochPick) -> dict[str, Any]:
     selection = pick.selection
     return {
@@ -417,6 +466,9 @@ class IterITTrainer(Trainer):
     def __init__(self, *args: Any, selection_sampler: SelectionSampler, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.selection_sampler = selection_sampler
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, ReselectionCallback):
+                callback.attach(self)
 
     def _get_train_sampler(self, *args: Any, **kwargs: Any) -> SelectionSampler:
         # transformers >= 4.53 passes the dataset; older versions pass nothing.
@@ -425,7 +477,7 @@ class IterITTrainer(Trainer):
 
 def install_reselection(
     trainer: Trainer,
-    samples: Sequence[Sample],
+    samples: Sequence[Sample] | Any,
     *,
     budget: int,
     score_fn: ScoreFn,
@@ -437,16 +489,19 @@ def install_reselection(
     select_options: dict[str, Any] | None = None,
     run_dir: str | Path | None = None,
     seed: int | None = None,
+    columns: dict[str, str] | str | None = None,
 ) -> ReselectionCallback:
     """Make an existing ``Trainer`` (or TRL ``SFTTrainer``) train on a re-selected subset each epoch.
 
     The trainer's ``train_dataset`` must hold ``samples`` in the same order (row ``i`` is ``samples[i]``);
     the sampler only picks rows. Scores the samples with ``trainer.model`` when ``scores`` is not given,
-    selects the first B, installs the sampler on this trainer instance and adds the callback.
+    selects the first B, installs the sampler on this trainer instance and adds the callback. With
+    ``report_to`` set, each epoch's selection dynamics go to those integrations (:func:`tracking_scalars`).
 
     Args:
         trainer: the trainer, built but not yet trained.
-        samples: all candidate samples, in ``train_dataset`` order.
+        samples: all candidate samples, in ``train_dataset`` order; or the ``datasets.Dataset`` the trainer
+            was given (e.g. TRL's ``messages`` or ``prompt``/``completion`` rows).
         budget: B, samples per epoch.
         score_fn: ``score_fn(model, samples) -> ScoreTable``, e.g. ``scorer_for(tokenizer, max_length=...)``.
         select_fn: defaults to :func:`iterit.selection.select_samples`.
@@ -457,17 +512,15 @@ def install_reselection(
         select_options: extra keyword arguments for ``select_fn`` (threshold, decay, seed).
         run_dir: write ``epochs/<e>/`` artefacts there.
         seed: shuffle seed of the sampler (defaults to ``trainer.args.seed``).
+        columns: when ``samples`` is a ``datasets.Dataset``: our field name -> its column, as ``--columns``.
 
     Returns:
         The callback (its ``history`` holds the per-epoch dynamics and timings).
     """
     if select_fn is None:
         from iterit.selection import select_samples as select_fn
-    dataset = trainer.train_dataset
-    if dataset is None or len(dataset) != len(samples):
-        size = "no" if dataset is None else len(dataset)
-        raise IterITError(f"the trainer's train_dataset has {size} rows for {len(samples)} samples; "
-                          "row i must be samples[i] (the sampler picks rows by position)")
+    samples = as_samples(samples, columns)
+    check_rows_line_up(trainer, len(samples))
     if scores is None:
         scores = score_with(trainer.model, score_fn, samples)
     threshold = (select_options or {}).get("threshold", 1.0)
@@ -482,4 +535,34 @@ def install_reselection(
     trainer._get_train_sampler = lambda *args, **kwargs: sampler
     callback = ReselectionCallback(reselector, sampler, first, run_dir=run_dir)
     trainer.add_callback(callback)
+    callback.attach(trainer)
     return callback
+
+
+def check_rows_line_up(trainer: Trainer, n_samples: int) -> None:
+    """Refuse trainers whose training rows are not the samples, one each, in order.
+
+    TRL's ``SFTTrainer`` keeps its rows in order by default; ``packing`` and ``shuffle_dataset`` change that,
+    and its preparation drops rows whose labels are all masked after truncation to ``max_length``.
+    """
+    args = trainer.args
+    if getattr(args, "packing", False):
+        raise IterITError(
+            "SFTConfig(packing=True) concatenates rows into max_length blocks, so a training row is no longer one "
+            "sample and re-selection cannot pick samples; set packing=False"
+        )
+    if getattr(args, "shuffle_dataset", False):
+        raise IterITError(
+            "SFTConfig(shuffle_dataset=True) reorders the rows before training, so row i is no longer samples[i]; "
+            "leave it False: the selection sampler shuffles each epoch's picks with the trainer's seed"
+        )
+    dataset = trainer.train_dataset
+    rows = len(dataset) if hasattr(dataset, "__len__") else None
+    if rows != n_samples:
+        size = "no" if dataset is None else "an unsized" if rows is None else rows
+        hint = ""
+        if rows is not None and rows < n_samples and hasattr(args, "packing"):
+            hint = (" (SFTTrainer drops rows whose labels are all masked after truncation to max_length="
+                    f"{args.max_length}: raise max_length, or drop those samples from both first)")
+        raise IterITError(f"the trainer's train_dataset has {size} rows for {n_samples} samples{hint}; "
+                          "row i must be samples[i] (the sampler picks rows by position)")

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from iterit.data import Sample
+from iterit.data import Sample, as_samples
 from iterit.errors import IterITError
 from iterit.scoring import ScoreTable
 
@@ -255,7 +255,7 @@ def _pick(
 
 
 def select_samples(
-    samples: Sequence[Sample],
+    samples: Sequence[Sample] | Any,
     scores: ScoreTable | None,
     budget: float | int | None,
     *,
@@ -266,11 +266,13 @@ def select_samples(
     candidates: np.ndarray | Sequence[int] | None = None,
     source_budget: dict[str, float] | str | None = None,
     tfidf_options: dict | None = None,
+    columns: dict[str, str] | str | None = None,
 ) -> Selection:
     """Choose a subset of ``samples`` by ``strategy`` (see the module docstring for the rules).
 
     Args:
-        samples: all samples, in input order.
+        samples: all samples, in input order, or a ``datasets.Dataset`` (its row ``i`` is index ``i``;
+            ``dataset.select(selection.indices)`` is then the subset).
         scores: their scores (matched by id; any order); ``None`` only for random, longest and full.
         budget: a share of all samples (``0 < x < 1``) or a count; ignored by ``full``.
         strategy: ``iterit`` (greedy IFD x diversity), ``ifd`` (highest IFD below the threshold),
@@ -281,10 +283,12 @@ def select_samples(
         candidates: positions restricting the pool (the training loop passes its re-scored pool).
         source_budget: per-source quotas, ``{source: share or count}`` or ``"a=0.2,b=100"``.
         tfidf_options: :func:`iterit.diversity.response_tfidf` options (``TfidfVectorizer`` arguments).
+        columns: for a ``datasets.Dataset``: our field name -> its column, as ``--columns``.
 
     Returns:
         The picks, their IFD / diversity / score, the parameters and a summary (see :func:`format_summary`).
     """
+    samples = as_samples(samples, columns)
     _check_strategy(strategy, scores is not None, decay)
     if scores is not None:
         scores = align_scores(samples, scores)
@@ -405,12 +409,15 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def manifest_path(out_path: str | os.PathLike) -> Path:
-    """``subset.jsonl`` -> ``subset.manifest.jsonl``; ``.parquet`` likewise; ``.json`` -> ``.manifest.jsonl``."""
+    """``subset.jsonl`` -> ``subset.manifest.jsonl``; ``.parquet`` likewise; ``.json`` -> ``.manifest.jsonl``;
+    a ``save_to_disk`` folder ``subset`` -> ``subset.manifest.jsonl`` beside it."""
     out = Path(out_path)
+    if out.suffix == "":
+        return out.with_name(out.name + ".manifest.jsonl")
     for suffix, manifest_suffix in ((".parquet", ".parquet"), (".jsonl", ".jsonl"), (".json", ".jsonl")):
         if out.name.endswith(suffix):
             return out.with_name(out.name[: -len(suffix)] + ".manifest" + manifest_suffix)
-    raise IterITError(f"--out {out}: unknown output type; use .jsonl, .json or .parquet")
+    raise IterITError(f"--out {out}: unknown output type; use .jsonl, .json, .parquet or a folder name (save_to_disk)")
 
 
 def manifest_rows(samples: Sequence[Sample], selection: Selection) -> list[dict[str, Any]]:

@@ -11,9 +11,10 @@ Formats, detected from the content (``format=`` overrides):
 - ``hh``: Anthropic HH-RLHF transcripts (``chosen``: ``"\\n\\nHuman: ...\\n\\nAssistant: ..."``).
 
 Files: ``.json`` (array), ``.jsonl`` (optionally ``.gz``), ``.parquet``, and folders written by
-``datasets.Dataset.save_to_disk``. Every problem names the file and the line (JSON Lines, JSON arrays) or
-record index (Parquet, datasets) and stops the load with :class:`IterITError`, unless ``skip_invalid`` is set,
-in which case the bad rows are counted, with reasons, in the load summary. Nothing valid is dropped silently.
+``datasets.Dataset.save_to_disk``; or a ``datasets.Dataset`` in memory (:func:`as_samples`). Every problem names
+the file and the line (JSON Lines, JSON arrays) or record index (Parquet, datasets) and stops the load with
+:class:`IterITError`, unless ``skip_invalid`` is set, in which case the bad rows are counted, with reasons, in the
+load summary. Nothing valid is dropped silently.
 
 The package's modules follow the data: ``files`` (file -> raw records with their line), ``formats`` (record ->
 :class:`Sample`), ``load`` (files -> samples and a :class:`LoadSummary`; subsets written back), ``records`` (the
@@ -22,10 +23,12 @@ types).
 
 from iterit.data.formats import ALIASES, FORMATS
 from iterit.data.load import (
+    as_samples,
     conversation_key,
     load_samples,
     parse_columns,
     sample_to_messages_record,
+    samples_to_dataset,
     source_name,
     write_samples,
 )
@@ -38,10 +41,12 @@ __all__ = [
     "LoadedData",
     "Sample",
     "SourceSummary",
+    "as_samples",
     "conversation_key",
     "load_samples",
     "parse_columns",
     "sample_to_messages_record",
+    "samples_to_dataset",
     "source_name",
     "write_samples",
 ]

@@ -23,7 +23,7 @@ GENERIC_STEMS = {"train", "test", "validation", "valid", "dev", "data", "dataset
 
 
 def load_samples(
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path | Any],
     *,
     format: str | None = None,
     columns: dict[str, str] | str | None = None,
@@ -35,7 +35,8 @@ def load_samples(
     """Read every file, normalise each record to a :class:`Sample`, and summarise the load.
 
     Args:
-        paths: data files (``.json``, ``.jsonl``, ``.jsonl.gz``, ``.parquet``) or ``save_to_disk`` folders.
+        paths: data files (``.json``, ``.jsonl``, ``.jsonl.gz``, ``.parquet``), ``save_to_disk`` folders, or
+            ``datasets.Dataset`` objects (source name: the dataset's own name, else ``dataset``).
         format: force ``alpaca``, ``sharegpt``, ``messages`` or ``hh`` instead of detecting it per file.
         columns: our field name -> the file's field name, e.g. ``{"instruction": "question"}`` or the
             string ``"instruction=question,output=answer"`` as typed on the command line.
@@ -55,9 +56,10 @@ def load_samples(
     samples: list[Sample] = []
     taken_names: set[str] = set()
     for number, path in enumerate(paths):
-        source = names[number] if names else _unique_name(source_name(Path(path)), taken_names)
+        where = path if _is_dataset(path) else Path(path)
+        source = names[number] if names else _unique_name(_source_of(where), taken_names)
         taken_names.add(source)
-        samples.extend(_load_file(Path(path), source, format, mapping, system_prompt, skip_invalid, summary))
+        samples.extend(_load_file(where, source, format, mapping, system_prompt, skip_invalid, summary))
     summary.renamed_ids = _make_ids_unique(samples)
     samples = _count_duplicates(samples, summary, dedup)
     if samples:
@@ -65,6 +67,27 @@ def load_samples(
         summary.response_chars = {f"p{q}": float(np.percentile(lengths, q)) for q in (5, 25, 50, 75, 95)}
         summary.response_chars["mean"] = float(lengths.mean())
     return LoadedData(samples, summary)
+
+
+def as_samples(data: Sequence[Sample] | Any, columns: dict[str, str] | str | None = None) -> list[Sample]:
+    """``data`` as samples: a ``datasets.Dataset`` is read row by row (``columns`` maps its field names, as
+    ``--columns`` does), anything else is taken to be samples already. Row ``i`` becomes ``samples[i]``."""
+    if _is_dataset(data):
+        return load_samples([data], columns=columns).samples
+    if columns:
+        raise IterITError("columns= maps the fields of a datasets.Dataset; these are samples already")
+    return list(data)
+
+
+def _is_dataset(data: Any) -> bool:
+    """A ``datasets.Dataset`` (checked by name, so that files-only users never import datasets)."""
+    return any(cls.__name__ == "Dataset" and cls.__module__.startswith("datasets") for cls in type(data).__mro__)
+
+
+def _source_of(where: Path | Any) -> str:
+    if isinstance(where, Path):
+        return source_name(where)
+    return getattr(where.info, "dataset_name", None) or "dataset"
 
 
 def parse_columns(columns: dict[str, str] | str | None) -> dict[str, str]:
@@ -104,7 +127,7 @@ def _unique_name(name: str, taken: set[str]) -> str:
 
 
 def _load_file(
-    path: Path,
+    path: Path | Any,
     source: str,
     forced: str | None,
     mapping: dict[str, str],
@@ -112,7 +135,10 @@ def _load_file(
     skip_invalid: bool,
     summary: LoadSummary,
 ) -> list[Sample]:
-    rows = list(read_rows(path, skip_invalid, summary, source))
+    from_file = isinstance(path, Path)
+    rows = list(read_rows(path, skip_invalid, summary, source) if from_file else enumerate(path))
+    if not from_file:
+        path = f"the datasets.Dataset '{source}'"
     fmt = forced or detect_format([row for _, row in rows if isinstance(row, dict)], mapping, path)
     stats = SourceSummary(path=str(path), source=source, format=fmt, records=len(rows))
     samples: list[Sample] = []
@@ -120,7 +146,7 @@ def _load_file(
         try:
             samples.extend(normalise(row, fmt, mapping, source, origin, system_prompt))
         except RowError as err:
-            where = f"{path}:{origin}" if has_lines(path) else f"{path}: record {origin}"
+            where = f"{path}:{origin}" if from_file and has_lines(path) else f"{path}: record {origin}"
             if not skip_invalid:
                 raise IterITError(
                     f"{where}: {err.detail}; fix the row or pass --skip-invalid to skip bad rows"
@@ -192,15 +218,8 @@ def sample_to_messages_record(sample: Sample) -> dict[str, Any]:
     return {"id": sample.id, "messages": sample.messages}
 
 
-def write_samples(samples: Sequence[Sample], path: str | Path) -> None:
-    """Write samples back as their original records, in the file type of ``path`` (atomically).
-
-    Samples of one format keep their records unchanged, so a subset can be trained on with the tools the
-    user already has. Samples merged from several formats are written as chat ``messages`` records.
-    """
-    from iterit.storage import atomic_open, atomic_path
-
-    target = Path(path)
+def samples_to_records(samples: Sequence[Sample]) -> list[dict[str, Any]]:
+    """The samples' original records when they share one format, else chat ``messages`` records."""
     formats = {s.format for s in samples}
     same = len(formats) <= 1 and not any("instances" in s.record for s in samples)
     if not same:
@@ -208,8 +227,30 @@ def write_samples(samples: Sequence[Sample], path: str | Path) -> None:
             "samples come from several formats (%s); writing chat 'messages' records",
             ", ".join(sorted(formats)),
         )
-    records = [dict(s.record) if same else sample_to_messages_record(s) for s in samples]
-    if target.name.endswith(".parquet"):
+    return [dict(s.record) if same else sample_to_messages_record(s) for s in samples]
+
+
+def samples_to_dataset(samples: Sequence[Sample]) -> Any:
+    """The samples' records (:func:`samples_to_records`) as a ``datasets.Dataset``, in order."""
+    import datasets
+
+    return datasets.Dataset.from_list(samples_to_records(samples))
+
+
+def write_samples(samples: Sequence[Sample], path: str | Path) -> None:
+    """Write samples back as their original records, in the file type of ``path`` (atomically).
+
+    Samples of one format keep their records unchanged, so a subset can be trained on with the tools the
+    user already has. Samples merged from several formats are written as chat ``messages`` records. A path
+    without a suffix is a ``datasets`` ``save_to_disk`` folder (``datasets.load_from_disk`` reads it).
+    """
+    from iterit.storage import atomic_open, atomic_path
+
+    target = Path(path)
+    records = samples_to_records(samples)
+    if target.suffix == "":
+        _save_to_disk(records, target)
+    elif target.name.endswith(".parquet"):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -224,4 +265,24 @@ def write_samples(samples: Sequence[Sample], path: str | Path) -> None:
             json.dump(records, handle, ensure_ascii=False, indent=1)
             handle.write("\n")
     else:
-        raise IterITError(f"{target}: unknown output type; use .jsonl, .json or .parquet")
+        raise IterITError(f"{target}: unknown output type; use .jsonl, .json, .parquet or a folder name (save_to_disk)")
+
+
+def _save_to_disk(records: list[dict[str, Any]], folder: Path) -> None:
+    """``save_to_disk`` into a temporary folder beside ``folder``, then swap it in (never half-written)."""
+    import shutil
+    import tempfile
+
+    import datasets
+
+    if folder.exists() and not (folder / "dataset_info.json").exists():
+        raise IterITError(f"{folder}: exists and is not a save_to_disk folder; choose another --out")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        datasets.Dataset.from_list(records).save_to_disk(str(scratch / "dataset"))
+        if folder.exists():
+            shutil.rmtree(folder)
+        (scratch / "dataset").rename(folder)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -211,7 +211,7 @@ def _assemble(
 def score_samples(
     model: Any,
     tokenizer: Any,
-    samples: Sequence[Sample],
+    samples: Sequence[Sample] | Any,
     *,
     template: str = "auto",
     max_length: int = 2048,
@@ -219,10 +219,17 @@ def score_samples(
     ifd_form: str = "ppl-ratio",
     system_prompt: str | None = None,
     progress: bool = True,
+    columns: dict[str, str] | str | None = None,
 ) -> ScoreTable:
-    """Render ``samples`` with ``tokenizer`` and score them with ``model`` (see :func:`score_rendered`)."""
+    """Render ``samples`` with ``tokenizer`` and score them with ``model`` (see :func:`score_rendered`).
+
+    ``samples`` may be a ``datasets.Dataset`` (``columns`` maps its field names, as ``--columns``); the
+    table's row ``i`` is then the dataset's row ``i``.
+    """
+    from iterit.data import as_samples
     from iterit.render import render_samples
 
+    samples = as_samples(samples, columns)
     rendered = render_samples(
         tokenizer, samples, template=template, max_length=max_length, system_prompt=system_prompt
     )
