@@ -137,22 +137,35 @@ def _load_file(
 
 
 def _make_ids_unique(samples: list[Sample]) -> int:
-    """Give records without an id ``<source>:<index>``; prefix repeated ids with their source."""
+    """Give records without an id ``<source>:<index>``; prefix repeated ids with their source.
+
+    Every explicit id is reserved first, so a generated id never takes one that a later record names
+    itself; a generated id that is taken gets the first free suffix ``~2``, ``~3``, ... Returns how many
+    repeated explicit ids were renamed.
+    """
+    reserved = {sample.id for sample in samples if sample.id}
     seen: set[str] = set()
     index_in_source: Counter = Counter()
     renamed = 0
     for sample in samples:
         index = index_in_source[sample.source]
         index_in_source[sample.source] += 1
-        if not sample.id:
-            sample.id = f"{sample.source}:{index}"
-        if sample.id in seen:
-            renamed += 1
-            sample.id = f"{sample.source}:{sample.id}"
-            if sample.id in seen:
-                sample.id = f"{sample.source}:{index}"
+        if sample.id and sample.id not in seen:
+            seen.add(sample.id)
+            continue
+        renamed += bool(sample.id)
+        base = f"{sample.source}:{sample.id}" if sample.id else f"{sample.source}:{index}"
+        sample.id = _free_id(base, seen, reserved)
         seen.add(sample.id)
     return renamed
+
+
+def _free_id(base: str, seen: set[str], reserved: set[str]) -> str:
+    """``base``, or ``base~2``, ``base~3``, ...: the first that no record has or names."""
+    candidate, number = base, 2
+    while candidate in seen or candidate in reserved:
+        candidate, number = f"{base}~{number}", number + 1
+    return candidate
 
 
 def conversation_key(messages: Sequence[dict[str, str]]) -> str:

@@ -15,7 +15,8 @@ class Sample:
     """One training example, whatever file format it came from.
 
     Attributes:
-        id: the record's own ``id`` if it has one, else ``<source>:<index>`` (0-based record number).
+        id: the record's own ``id`` if it has one, else ``<source>:<index>`` (0-based record number), with a
+            ``~2``, ``~3``... suffix where another record already has or names that id.
         messages: the conversation as ``{"role", "content"}`` dicts (HF chat format); the last is the
             assistant turn whose content is the response to score and train on.
         source: the file's stem (or the name the user gave it), so selections can be traced per source.
