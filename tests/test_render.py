@@ -226,6 +226,19 @@ class TestTruncation:
         assert labels_for(unfit) == [IGNORE_INDEX] * start
 
 
+    def test_max_length_help_says_what_truncation_does(self) -> None:
+        """The help users read (flag and shipped YAML) describes the behaviour the tests above pin down."""
+        import dataclasses
+
+        from iterit.config import RenderArgs
+
+        text = next(f for f in dataclasses.fields(RenderArgs) if f.name == "max_length").metadata["help"]
+        assert "prompt is kept whole" in text and "response's end is cut" in text and "cannot be scored" in text
+        examples = Path(__file__).parent.parent / "examples"
+        for path in examples.glob("*.yaml"):
+            assert "cut from their start" not in path.read_text(encoding="utf-8"), path
+
+
 class TestAlpaca:
     def test_auto_uses_alpaca_without_a_chat_template(self, tokenizer) -> None:
         tokenizer.chat_template = None

@@ -35,7 +35,11 @@ class RenderArgs:
     """How conversations become tokens; the scorer, the trainer and eval must agree on it."""
 
     template: str = field(default="auto", metadata=_help("auto (the tokenizer's chat template, else Alpaca) | chat | alpaca"))
-    max_length: int = field(default=2048, metadata=_help("tokens per sequence; the prompt's start is cut first"))
+    max_length: int = field(
+        default=2048,
+        metadata=_help("tokens per sequence: the prompt is kept whole and the response's end is cut; a sample whose "
+                       "prompt alone fills the limit cannot be scored (kept, never selected or trained on)"),
+    )
 
 
 @dataclass
