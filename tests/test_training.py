@@ -179,6 +179,47 @@ def test_score_table_rows_round_trip():
     assert table.ifd[0] == 0.5  # the original is untouched
 
 
+def test_put_rows_refuses_rows_of_other_samples():
+    table = ScoreTable(["a", "b", "c"], ["x"] * 3, np.array([0.5, 0.6, 0.9]), np.ones(3), np.ones(3),
+                       np.ones(3, int), np.zeros(3, bool), [None] * 3)
+    with pytest.raises(ValueError, match="ids"):
+        put_rows(table, np.array([0, 2]), take_rows(table, np.array([2, 0])))
+
+
+def fresh_ifd_by_id(samples):
+    """A model-free score_fn: each sample's fresh IFD is a function of its id, so misplaced rows show."""
+
+    def score(model, subset):
+        ifd = np.array([0.2 + 0.01 * int(s.id[1:]) for s in subset])
+        n = len(subset)
+        return ScoreTable([s.id for s in subset], [s.source for s in subset], ifd, ifd, np.ones(n),
+                          np.ones(n, int), np.zeros(n, bool), [None] * n)
+
+    return score
+
+
+def test_a_row_permuted_table_rescores_the_right_samples(tiny, tmp_path):
+    """install_reselection(..., scores=table) matches the table to the samples by id, whatever its row order."""
+    from iterit.selection import select_samples
+
+    tokenizer, load = tiny
+    samples = make_samples(24)
+    n = len(samples)
+    base = ScoreTable([s.id for s in samples], [s.source for s in samples], np.linspace(0.3, 0.9, n), np.ones(n),
+                      np.ones(n), np.ones(n, int), np.zeros(n, bool), [None] * n)
+    permuted = take_rows(base, np.random.default_rng(0).permutation(n))
+    trainer = plain_trainer(load(), tokenizer, chat_render(tokenizer, samples), tmp_path / "ckpt")
+    callback = install_reselection(trainer, samples, budget=4, score_fn=fresh_ifd_by_id(samples), scores=permuted,
+                                   select_fn=select_samples, strategy="ifd-iterative", update_ratio=3)
+    reselector = callback.reselector
+    assert reselector.table.ids == [s.id for s in samples]
+    assert callback.first.selection.indices.tolist() == [23, 22, 21, 20]  # the highest base IFD, by id
+    pick = reselector.next(1, None, callback.first)
+    for row in pick.scored.tolist():
+        assert reselector.table.ifd[row] == pytest.approx(0.2 + 0.01 * row)  # sample s<row> got its own score
+    assert pick.selection.indices.tolist() == sorted(pick.pool.tolist(), reverse=True)[:4]
+
+
 def test_rescoring_from_the_training_render_equals_rendering_again(tiny):
     from iterit.render import render_samples
 

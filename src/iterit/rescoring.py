@@ -51,23 +51,21 @@ SelectFn = Callable[..., Selection]
 
 def take_rows(table: ScoreTable, rows: np.ndarray) -> ScoreTable:
     """The rows ``rows`` of ``table``, in that order."""
-    rows = np.asarray(rows, dtype=np.int64)
-    return ScoreTable(
-        ids=[table.ids[i] for i in rows],
-        sources=[table.sources[i] for i in rows],
-        ifd=table.ifd[rows].copy(),
-        loss_cond=table.loss_cond[rows].copy(),
-        loss_prior=table.loss_prior[rows].copy(),
-        n_response_tokens=table.n_response_tokens[rows].copy(),
-        truncated=table.truncated[rows].copy(),
-        reasons=[table.reasons[i] for i in rows],
-        stats=dict(table.stats),
-    )
+    return table.take(rows)
 
 
 def put_rows(table: ScoreTable, rows: np.ndarray, update: ScoreTable) -> ScoreTable:
-    """A copy of ``table`` whose rows ``rows`` are replaced by ``update`` (same length as ``rows``)."""
-    merged = take_rows(table, np.arange(len(table.ids)))
+    """A copy of ``table`` whose rows ``rows`` are replaced by ``update`` (same samples, same order).
+
+    Raises:
+        ValueError: ``update``'s ids are not those of ``rows``: a score would land on another sample.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    expected = [table.ids[i] for i in rows]
+    if list(update.ids) != expected:
+        raise ValueError(f"put_rows: the update's ids {list(update.ids)[:3]}... are not those of the rows "
+                         f"{expected[:3]}...; align it with ScoreTable.aligned_to first")
+    merged = table.take(np.arange(len(table.ids)))
     for column in ("ifd", "loss_cond", "loss_prior", "n_response_tokens", "truncated"):
         getattr(merged, column)[rows] = getattr(update, column)
     for position, row in enumerate(rows):
@@ -137,6 +135,10 @@ class Reselector:
     select_options: dict[str, Any] = field(default_factory=dict)
     frozen_pool_: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        # The API boundary: a table in any row order is matched to the samples by id, once.
+        self.table = self.table.aligned_to([sample.id for sample in self.samples], flag="scores")
+
     @property
     def rescores(self) -> bool:
         return STRATEGIES[self.strategy].rescore
@@ -165,6 +167,7 @@ class Reselector:
         ranked_s = time.perf_counter() - started
         started = time.perf_counter()
         fresh = self.score_fn(model, [self.samples[i] for i in pool])
+        fresh = fresh.aligned_to([self.samples[i].id for i in pool], flag="score_fn's table")
         self.table = put_rows(self.table, pool, fresh)
         score_s = time.perf_counter() - started
         started = time.perf_counter()

@@ -453,7 +453,8 @@ def install_reselection(
         strategy: a key of :data:`STRATEGIES`.
         pool: ``frozen`` or ``rolling``.
         update_ratio: u; the pool holds u x B samples (clamped to the valid samples).
-        scores: scores of ``samples`` under the starting model, if already computed.
+        scores: scores of ``samples`` under the starting model, if already computed; any row order (matched
+            by id with :meth:`ScoreTable.aligned_to`).
         select_options: extra keyword arguments for ``select_fn`` (threshold, decay, seed).
         run_dir: write ``epochs/<e>/`` artefacts there.
         seed: shuffle seed of the sampler (defaults to ``trainer.args.seed``).
@@ -470,6 +471,7 @@ def install_reselection(
                           "row i must be samples[i] (the sampler picks rows by position)")
     if scores is None:
         scores = score_with(trainer.model, score_fn, samples)
+    scores = scores.aligned_to([sample.id for sample in samples], flag="install_reselection(scores=...)")
     threshold = (select_options or {}).get("threshold", 1.0)
     pool_size = clamp_pool_size(update_ratio, budget, scores, threshold) if STRATEGIES[strategy].rescore else budget
     reselector = Reselector(

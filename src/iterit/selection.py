@@ -105,41 +105,8 @@ def parse_source_budget(spec: str | dict[str, float] | None) -> dict[str, float]
 
 
 def align_scores(samples: Sequence[Sample], scores: ScoreTable) -> ScoreTable:
-    """The score table reordered to the samples' order, matched by id; a mismatch is an IterITError."""
-    ids = [s.id for s in samples]
-    if list(scores.ids) == ids:
-        return scores
-    position = {sample_id: row for row, sample_id in enumerate(scores.ids)}
-    missing = [i for i in ids if i not in position]
-    known = set(ids)
-    unknown = [i for i in scores.ids if i not in known]
-    if missing or unknown or len(position) != len(scores.ids):
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} sample id(s) have no score (e.g. {', '.join(missing[:3])})")
-        if unknown:
-            problems.append(f"{len(unknown)} scored id(s) are not in the data (e.g. {', '.join(unknown[:3])})")
-        if not problems:
-            problems.append("the scores repeat ids")
-        raise IterITError(
-            f"--scores: the scores do not match --data: {'; '.join(problems)}; "
-            "run `iterit score` on the same --data (and the same --format/--columns/--dedup)"
-        )
-    return _take_rows(scores, np.array([position[i] for i in ids], dtype=np.int64))
-
-
-def _take_rows(table: ScoreTable, rows: np.ndarray) -> ScoreTable:
-    return ScoreTable(
-        ids=[table.ids[r] for r in rows],
-        sources=[table.sources[r] for r in rows],
-        ifd=table.ifd[rows],
-        loss_cond=table.loss_cond[rows],
-        loss_prior=table.loss_prior[rows],
-        n_response_tokens=table.n_response_tokens[rows],
-        truncated=table.truncated[rows],
-        reasons=[table.reasons[r] for r in rows],
-        stats=table.stats,
-    )
+    """The score table reordered to the samples' order, matched by id (:meth:`ScoreTable.aligned_to`)."""
+    return scores.aligned_to([s.id for s in samples])
 
 
 # ---------------------------------------------------------------- the candidate pool

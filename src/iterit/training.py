@@ -35,7 +35,6 @@ from iterit.rescoring import (
     clamp_pool_size,
     score_with,
     scorer_for_rendered,
-    take_rows,
     valid_count,
 )
 from iterit.reselection import (
@@ -376,15 +375,9 @@ def epoch0_scores(config: TrainConfig, model: Any, tokenizer: Any, samples: list
 
 
 def read_scores_for(path: Path, samples: list[Sample], flag: str) -> ScoreTable:
-    """A score table aligned to ``samples`` by id; an error when the ids do not match."""
+    """A score table aligned to ``samples`` by id (:meth:`ScoreTable.aligned_to`); an error when ids differ."""
     rows, meta = read_table(path)
-    table = ScoreTable.from_rows(rows, stats=meta)
-    position = {sample_id: row for row, sample_id in enumerate(table.ids)}
-    missing = [s.id for s in samples if s.id not in position]
-    if missing:
-        raise IterITError(f"{flag} {path}: {len(missing)} of {len(samples)} samples have no score (first: '{missing[0]}'); "
-                          "score the same --data with `iterit score`")
-    return take_rows(table, np.array([position[s.id] for s in samples], dtype=np.int64))
+    return ScoreTable.from_rows(rows, stats=meta).aligned_to([s.id for s in samples], flag=f"{flag} {path}")
 
 
 # ---------------------------------------------------------------- resume and outputs
