@@ -220,6 +220,33 @@ def test_a_row_permuted_table_rescores_the_right_samples(tiny, tmp_path):
     assert pick.selection.indices.tolist() == sorted(pick.pool.tolist(), reverse=True)[:4]
 
 
+def test_a_pool_that_no_longer_qualifies_is_topped_up_from_the_previous_picks(caplog):
+    """Every fresh IFD >= 1: the epoch keeps the previous picks, says so, and records it, instead of dying."""
+    from iterit.rescoring import selection_dynamics
+    from iterit.selection import select_samples
+
+    samples = make_samples(24)
+    n = len(samples)
+    base = ScoreTable([s.id for s in samples], [s.source for s in samples], np.linspace(0.3, 0.9, n), np.ones(n),
+                      np.ones(n), np.ones(n, int), np.zeros(n, bool), [None] * n)
+
+    def unhelpful(model, subset):
+        k = len(subset)
+        return ScoreTable([s.id for s in subset], [s.source for s in subset], np.full(k, 1.2), np.ones(k),
+                          np.ones(k), np.ones(k, int), np.zeros(k, bool), [None] * k)
+
+    reselector = Reselector(samples, base, 4, "iterit", "frozen", 12, unhelpful, select_samples,
+                            {"threshold": 1.0, "decay": 0.1})
+    first = reselector.first()
+    with caplog.at_level(logging.WARNING, logger="iterit.rescoring"):
+        second = reselector.next(1, None, first)
+    assert second.selection.indices.tolist() == first.selection.indices.tolist()
+    assert "0 of the 12-sample pool qualified" in caplog.text
+    dynamics = selection_dynamics(samples, second, first, first)
+    assert (dynamics["qualified"], dynamics["topped_up"]) == (0, 4)
+    assert selection_dynamics(samples, first, None, first)["topped_up"] == 0
+
+
 def test_rescoring_from_the_training_render_equals_rendering_again(tiny):
     from iterit.render import render_samples
 

@@ -92,6 +92,7 @@ class EpochPick:
         scored: the indices scored for this epoch (all samples in epoch 0, the pool later, none for
             strategies that do not re-score).
         score_s: seconds spent scoring; select_s: seconds spent selecting.
+        qualified: pool samples the rule could pick after re-scoring (None where nothing was re-scored).
     """
 
     epoch: int
@@ -100,6 +101,7 @@ class EpochPick:
     scored: np.ndarray
     score_s: float = 0.0
     select_s: float = 0.0
+    qualified: int | None = None
 
 
 @dataclass
@@ -171,11 +173,23 @@ class Reselector:
         self.table = put_rows(self.table, pool, fresh)
         score_s = time.perf_counter() - started
         started = time.perf_counter()
-        selection = self._select(self.budget, candidates=pool)
+        qualified = self._qualified(pool)
+        selection = self._select(self.budget, candidates=pool) if qualified else _no_selection()
         if len(selection.indices) < self.budget:
             selection = self._top_up(selection, previous.selection, pool)
         select_s = time.perf_counter() - started + ranked_s
-        return EpochPick(epoch, selection, pool, pool, score_s=score_s, select_s=select_s)
+        return EpochPick(epoch, selection, pool, pool, score_s=score_s, select_s=select_s, qualified=qualified)
+
+    def _qualified(self, pool: np.ndarray) -> int:
+        """Pool samples the rule may pick: scored, and under the threshold when it ranks by IFD.
+
+        Zero is possible (every fresh IFD >= 1, or no score): the epoch is then topped up rather than
+        stopped, since the run has already paid for the epoch that led here.
+        """
+        ranks_by_ifd = STRATEGIES[self.strategy].select in ("iterit", "ifd")
+        threshold = self.select_options.get("threshold", 1.0) if ranks_by_ifd else math.inf
+        ifd = self.table.ifd[pool]
+        return int((np.isfinite(ifd) & (ifd < threshold)).sum())
 
     def _top_up(self, selection: Selection, previous: Selection, pool: np.ndarray) -> Selection:
         """Fill a short selection up to B, so the sampler's length (and the LR schedule) holds.
@@ -208,9 +222,15 @@ class Reselector:
         return self._select(self.pool_size).indices.copy()
 
 
+def _no_selection() -> Selection:
+    empty = np.zeros(0)
+    return Selection(np.zeros(0, dtype=np.int64), empty, empty, empty, params={}, summary={"n_candidates": 0})
+
+
 def selection_dynamics(samples: Sequence[Sample], pick: EpochPick, previous: EpochPick | None,
                        first: EpochPick) -> dict[str, Any]:
-    """Overlap with the previous epoch, the share not in the epoch-0 top-B, and the per-source mix."""
+    """Overlap with the previous epoch, the share not in the epoch-0 top-B, the per-source mix, and how many
+    pool samples qualified after re-scoring and how many picks were topped up from the previous epoch."""
     chosen = set(pick.selection.indices.tolist())
     budget = len(chosen)
     overlap = len(chosen & set(previous.selection.indices.tolist())) / budget if previous else None
@@ -225,6 +245,8 @@ def selection_dynamics(samples: Sequence[Sample], pick: EpochPick, previous: Epo
         "share_not_in_epoch0_top": new_vs_first,
         "source_mix": {source: mix[source] / budget for source in sorted(mix)},
         "source_counts": dict(sorted(mix.items())),
+        "qualified": pick.qualified,
+        "topped_up": int(pick.selection.params.get("topped_up", 0)),
     }
 
 

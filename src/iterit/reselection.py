@@ -379,6 +379,7 @@ def _pick_state(pick: EpochPick) -> dict[str, Any]:
         "scored": pick.scored.tolist(),
         "score_s": pick.score_s,
         "select_s": pick.select_s,
+        "qualified": pick.qualified,
     }
 
 
@@ -391,7 +392,8 @@ def _pick_from_state(state: dict[str, Any]) -> EpochPick:
         params=state["params"],
     )
     return EpochPick(state["epoch"], selection, np.asarray(state["pool"], dtype=np.int64),
-                     np.asarray(state["scored"], dtype=np.int64), state["score_s"], state["select_s"])
+                     np.asarray(state["scored"], dtype=np.int64), state["score_s"], state["select_s"],
+                     state.get("qualified"))
 
 
 def _gradients_finite(model: torch.nn.Module) -> bool:
