@@ -235,7 +235,7 @@ def test_a_pool_that_no_longer_qualifies_is_topped_up_from_the_previous_picks(ca
         return ScoreTable([s.id for s in subset], [s.source for s in subset], np.full(k, 1.2), np.ones(k),
                           np.ones(k), np.ones(k, int), np.zeros(k, bool), [None] * k)
 
-    reselector = Reselector(samples, base, 4, "iterit", "frozen", 12, unhelpful, select_samples,
+    reselector = Reselector(samples, base, 4, "iterit", "greedy", 12, unhelpful, select_samples,
                             {"threshold": 1.0, "decay": 0.1})
     first = reselector.first()
     with caplog.at_level(logging.WARNING, logger="iterit.rescoring"):
@@ -270,14 +270,74 @@ def test_pool_size_is_clamped_to_the_valid_samples_and_says_so(caplog):
     assert "exceeds the 8 valid samples" in caplog.text
 
 
-def test_frozen_pool_is_the_head_of_the_epoch0_ranking_and_rolling_reranks(tiny):
+# IFD of ten samples: three at or above 1 (s1, s5, s9), one unscorable (s3), six candidates.
+WINDOW_IFD = [0.5, 1.3, 0.9, np.nan, 0.2, 1.0, 0.7, 0.95, 0.3, 2.0]
+
+
+def window_table(samples):
+    n = len(samples)
+    return ScoreTable([s.id for s in samples], [s.source for s in samples], np.array(WINDOW_IFD), np.ones(n),
+                      np.ones(n), np.ones(n, int), np.zeros(n, bool), [None, None, None, "x"] + [None] * 6)
+
+
+def test_reference_pool_is_the_reference_window_and_differs_from_the_greedy_pool():
+    """The reference re-scores positions [0, u x B) of [B picks | every IFD >= 1 | other IFD < 1 by IFD]."""
+    from iterit.rescoring import pool_size_for
+    from iterit.selection import select_samples
+
+    samples = make_samples(10)
+    table = window_table(samples)
+
+    def never(model, subset):
+        raise AssertionError("epoch 0 scores nothing")
+
+    options = {"threshold": 1.0}
+    size = pool_size_for("reference", 3, 2, table, 1.0)
+    assert size == 6 and pool_size_for("greedy", 5, 2, table, 1.0) == 6 and pool_size_for("reference", 5, 2, table, 1.0) == 9
+    reference = Reselector(samples, table, 2, "ifd-iterative", "reference", size, never, select_samples, options)
+    first = reference.first()
+    picks = [7, 2]  # the two highest IFD below 1: 0.95, 0.9
+    unhelpful = [1, 5, 9]  # IFD >= 1, in data order
+    rest = [6, 0, 8, 4]  # the other candidates by IFD alone: 0.7, 0.5, 0.3, 0.2
+    window = picks + unhelpful + rest
+    assert first.selection.indices.tolist() == picks
+    assert reference.frozen_pool_.tolist() == window[:6]
+    greedy = Reselector(samples, table, 2, "ifd-iterative", "greedy", size, never, select_samples, options)
+    greedy.first()
+    assert greedy.frozen_pool_.tolist() == picks + rest
+    whole = Reselector(samples, table, 2, "ifd-iterative", "reference", 9, never, select_samples, options)
+    whole.first()
+    assert whole.frozen_pool_.tolist() == window  # the unscorable s3 is in no window
+
+
+def test_reference_pool_head_is_the_iterit_greedy_picks():
+    from iterit.selection import select_samples
+
+    samples = make_samples(10)
+    reference = Reselector(samples, window_table(samples), 3, "iterit", "reference", 7, lambda m, s: None,
+                           select_samples, {"threshold": 1.0, "decay": 0.1})
+    picks = reference.first().selection.indices.tolist()
+    rest = sorted((i for i in (0, 2, 4, 6, 7, 8) if i not in picks), key=lambda i: -WINDOW_IFD[i])
+    assert reference.frozen_pool_.tolist() == picks + [1, 5, 9] + rest[:1]
+
+
+def test_frozen_pool_name_is_accepted_as_greedy_with_a_warning():
+    from iterit.rescoring import resolve_pool
+
+    with pytest.warns(FutureWarning, match="--pool frozen is now --pool greedy"):
+        assert resolve_pool("frozen") == "greedy"
+    with pytest.raises(IterITError, match="--pool 'stale'.*reference, greedy, rolling"):
+        resolve_pool("stale")
+
+
+def test_greedy_pool_is_the_head_of_the_epoch0_ranking_and_rolling_reranks(tiny):
     tokenizer, load = tiny
     samples = make_samples(24)
     score = response_loss_scorer(tokenizer)
     model = load().eval()
     with torch.no_grad():
         base = score(model, samples)
-    frozen = Reselector(samples, base, 4, "iterit", "frozen", 12, score, top_ifd_selector)
+    frozen = Reselector(samples, base, 4, "iterit", "greedy", 12, score, top_ifd_selector)
     first = frozen.first()
     assert len(frozen.frozen_pool_) == 12
     assert frozen.frozen_pool_[:4].tolist() == first.selection.indices.tolist()
@@ -420,14 +480,14 @@ def test_callback_state_restores_the_selection(tiny):
     score = response_loss_scorer(tokenizer)
     with torch.no_grad():
         base = score(load().eval(), samples)
-    reselector = Reselector(samples, base, 5, "iterit", "frozen", 10, score, top_ifd_selector)
+    reselector = Reselector(samples, base, 5, "iterit", "greedy", 10, score, top_ifd_selector)
     first = reselector.first()
     sampler = SelectionSampler(first.selection.indices)
     callback = ReselectionCallback(reselector, sampler, first)
-    callback.current = Reselector(samples, base, 5, "random", "frozen", 10, score, top_ifd_selector).first()
+    callback.current = Reselector(samples, base, 5, "random", "greedy", 10, score, top_ifd_selector).first()
     state = json.loads(json.dumps(callback.state_dict()))
     fresh_sampler = SelectionSampler(first.selection.indices)
-    fresh = ReselectionCallback(Reselector(samples, base, 5, "iterit", "frozen", 10, score, top_ifd_selector),
+    fresh = ReselectionCallback(Reselector(samples, base, 5, "iterit", "greedy", 10, score, top_ifd_selector),
                                 fresh_sampler, first)
     fresh.load_state_dict(state)
     assert fresh_sampler.indices.tolist() == callback.current.selection.indices.tolist()

@@ -125,5 +125,6 @@ class DemoConfig:
     strategies: str = field(default="iterit,static,ifd,random,full", metadata=_help("strategies to compare, comma separated"))
     epochs: int = field(default=3, metadata=_help("epochs per strategy (the paper's 3)"))
     ratio: float = field(default=0.08, metadata=_help("per-epoch budget as a share of the data (5-10%%)"))
-    pool: str = field(default="frozen", metadata=_help("frozen (the reference; no measurable difference in benchmarks/quality.py) | rolling"))
+    pool: str = field(default="greedy", metadata=_help("greedy (the top u x B of the epoch-0 ranking) | reference (the reference "
+                                                        "code's window) | rolling; see `iterit train --help`"))
     cache: str = field(default=".cache/iterit", metadata=_help("where the pretrained base model is cached between runs"))

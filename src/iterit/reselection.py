@@ -46,7 +46,7 @@ from iterit.rescoring import (
     Reselector,
     ScoreFn,
     SelectFn,
-    clamp_pool_size,
+    pool_size_for,
     score_rows,
     score_with,
     scorer_for,
@@ -321,7 +321,7 @@ class ReselectionCallback(TrainerCallback):
     # --- resume
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue: current/previous picks, the frozen pool, the latest scores."""
+        """Everything needed to continue: current/previous picks, the fixed pool, the latest scores."""
         table = self.reselector.table
         return {
             "current": _pick_state(self.current),
@@ -433,7 +433,7 @@ def install_reselection(
     score_fn: ScoreFn,
     select_fn: SelectFn | None = None,
     strategy: str = "iterit",
-    pool: str = "frozen",
+    pool: str = "greedy",
     update_ratio: float = 3.0,
     scores: ScoreTable | None = None,
     select_options: dict[str, Any] | None = None,
@@ -453,7 +453,8 @@ def install_reselection(
         score_fn: ``score_fn(model, samples) -> ScoreTable``, e.g. ``scorer_for(tokenizer, max_length=...)``.
         select_fn: defaults to :func:`iterit.selection.select_samples`.
         strategy: a key of :data:`STRATEGIES`.
-        pool: ``frozen`` or ``rolling``.
+        pool: ``greedy`` (the top u x B of the epoch-0 ranking), ``reference`` (the reference code's window)
+            or ``rolling``; see :data:`iterit.rescoring.POOL_HELP`.
         update_ratio: u; the pool holds u x B samples (clamped to the valid samples).
         scores: scores of ``samples`` under the starting model, if already computed; any row order (matched
             by id with :meth:`ScoreTable.aligned_to`).
@@ -475,7 +476,8 @@ def install_reselection(
         scores = score_with(trainer.model, score_fn, samples)
     scores = scores.aligned_to([sample.id for sample in samples], flag="install_reselection(scores=...)")
     threshold = (select_options or {}).get("threshold", 1.0)
-    pool_size = clamp_pool_size(update_ratio, budget, scores, threshold) if STRATEGIES[strategy].rescore else budget
+    pool_size = (pool_size_for(pool, update_ratio, budget, scores, threshold)
+                 if STRATEGIES[strategy].rescore else budget)
     reselector = Reselector(
         samples, scores, budget, strategy, pool, pool_size,
         score_fn, select_fn, dict(select_options or {}),

@@ -30,9 +30,12 @@ from iterit.config import DataArgs, RenderArgs
 from iterit.data import Sample
 from iterit.errors import IterITError, missing_extra
 from iterit.rescoring import (
+    POOL_HELP,
+    POOLS,
     STRATEGIES,
     Reselector,
-    clamp_pool_size,
+    pool_size_for,
+    resolve_pool,
     score_with,
     scorer_for_rendered,
     valid_count,
@@ -50,7 +53,6 @@ from iterit.storage import check_writable, read_table, write_json
 
 logger = logging.getLogger(__name__)
 
-POOLS = ("frozen", "rolling")
 TABLE_FORMATS = ("parquet", "jsonl")
 
 
@@ -75,7 +77,7 @@ class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
     )
     ratio: float = field(default=0.05, metadata=_help("samples per epoch: a share of the data (below 1; the paper: 0.05) or a count (2600)"))
     update_ratio: float = field(default=3.0, metadata=_help("the re-scored pool holds update_ratio x budget samples (the paper: 3)"))
-    pool: str = field(default="frozen", metadata=_help("frozen (the reference: fixed after epoch 0) | rolling (re-ranked by the latest scores each epoch)"))
+    pool: str = field(default="greedy", metadata=_help(POOL_HELP))
     decay: float = field(default=0.1, metadata=_help("weight kept by an n-gram per picked response that covers it (the paper: 0.1)"))
     threshold: float = field(default=1.0, metadata=_help("candidates need IFD below this (>= 1: the instruction does not help)"))
     scores: str | None = field(default=None, metadata=_help("epoch-0 scores from `iterit score` for this model and data (skips scoring)"))
@@ -98,6 +100,8 @@ class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
     remove_unused_columns: bool = field(default=False, metadata=_help("keep the collator's columns (our dataset has only model inputs)"))
 
     def __post_init__(self) -> None:
+        if self.pool == "frozen":
+            self.pool = resolve_pool(self.pool)  # the old name, with a warning
         if not self.output_dir and self.out:
             self.output_dir = str(Path(self.out) / "checkpoints")
         if self.quiet:
@@ -160,7 +164,8 @@ def train(config: TrainConfig) -> RunResult:
     budget = resolve_budget(config, samples, base)
     warn_if_prompts_unhelpful(base)
     rescores = STRATEGIES[config.strategy].rescore
-    pool_size = clamp_pool_size(config.update_ratio, budget, base, candidate_threshold(config)) if rescores else budget
+    pool_size = (pool_size_for(config.pool, config.update_ratio, budget, base, candidate_threshold(config))
+                 if rescores else budget)
     logger.info("budget %d of %d samples (%d candidates); pool %d", budget, len(samples),
                 candidate_count(config, base), pool_size)
 
