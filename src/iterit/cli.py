@@ -287,10 +287,23 @@ def run_select(config: Any) -> int:
         config.data, config.scores, config.budget, config.strategy, config.out,
         threshold=config.threshold, decay=config.decay, seed=config.seed, source_budget=config.source_budget,
         ngram_max=config.ngram_max, tfidf_options=_vectorizer_options(config.vectorizer),
-        data_options=_data_options(config),
+        data_options=_data_options(config), tfidf_suffix=tfidf_suffix(config.tfidf_text, config.eos_token),
+        budget_rounding=config.budget_rounding,
     )
     _print(text)
     return 0
+
+
+def tfidf_suffix(tfidf_text: str, eos_token: str | None) -> str:
+    """What ``--tfidf-text`` appends to every response before TF-IDF."""
+    if tfidf_text == "response":
+        return ""
+    if tfidf_text != "response+eos":
+        raise IterITError(f"--tfidf-text {tfidf_text!r}: use response or response+eos")
+    if not eos_token:
+        raise IterITError("--tfidf-text response+eos needs --eos-token, the tokenizer's eos string "
+                          "(Llama 3: '<|end_of_text|>')")
+    return eos_token
 
 
 def _vectorizer_options(name: str) -> dict[str, Any] | None:

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+TFIDF_TEXT_HELP = ("what TF-IDF is fitted on: response (default: the text that is scored, without a template token) "
+                   "| response+eos (the reference: output + the tokenizer's eos string, which adds n-grams with it)")
+BUDGET_ROUNDING_HELP = ("a share of N as a count: half-up (default: Dolly's 15,011 x 0.05 = 751) "
+                        "| floor (the reference's math.floor(N x ratio): 750)")
+
 
 def _help(text: str, **extra) -> dict:
     return {"help": text, **extra}
@@ -89,6 +94,10 @@ class SelectConfig(DataArgs):
         default="tfidf",
         metadata=_help("tfidf (exact vocabulary, scikit-learn's TfidfVectorizer) | hashing (bounded memory, for 500k+ samples)"),
     )
+    tfidf_text: str = field(default="response", metadata=_help(TFIDF_TEXT_HELP))
+    eos_token: str | None = field(default=None, metadata=_help("the tokenizer's eos string, for --tfidf-text response+eos "
+                                                                "(Llama 3: <|end_of_text|>)"))
+    budget_rounding: str = field(default="half-up", metadata=_help(BUDGET_ROUNDING_HELP))
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from transformers import PrinterCallback, TrainingArguments
 
-from iterit.config import DataArgs, RenderArgs
+from iterit.config import BUDGET_ROUNDING_HELP, TFIDF_TEXT_HELP, DataArgs, RenderArgs
 from iterit.data import Sample
 from iterit.errors import IterITError, missing_extra
 from iterit.rescoring import (
@@ -80,6 +80,8 @@ class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
     pool: str = field(default="greedy", metadata=_help(POOL_HELP))
     decay: float = field(default=0.1, metadata=_help("weight kept by an n-gram per picked response that covers it (the paper: 0.1)"))
     threshold: float = field(default=1.0, metadata=_help("candidates need IFD below this (>= 1: the instruction does not help)"))
+    tfidf_text: str = field(default="response", metadata=_help(TFIDF_TEXT_HELP))
+    budget_rounding: str = field(default="half-up", metadata=_help(BUDGET_ROUNDING_HELP))
     scores: str | None = field(default=None, metadata=_help("epoch-0 scores from `iterit score` for this model and data (skips scoring)"))
     lora_r: int = field(default=0, metadata=_help("LoRA rank; 0 trains all weights (needs iterit[lora] when > 0)"))
     lora_alpha: int = field(default=16, metadata=_help("LoRA scaling numerator (peft's default)"))
@@ -172,7 +174,8 @@ def train(config: TrainConfig) -> RunResult:
     reselector = Reselector(
         samples, base, budget, config.strategy, config.pool, pool_size,
         score_fn=scoring_function(config, tokenizer, samples, rendered), select_fn=selection_function(),
-        select_options={"threshold": config.threshold, "decay": config.decay, "seed": config.seed},
+        select_options={"threshold": config.threshold, "decay": config.decay, "seed": config.seed,
+                        "tfidf_suffix": tokenizer.eos_token if config.tfidf_text == "response+eos" else ""},
     )
     first = reselector.first()
     first.score_s = base_score_s
@@ -217,6 +220,10 @@ def validate_config(config: TrainConfig) -> None:
         problems.append(f"--strategy '{config.strategy}' is not one of {', '.join(STRATEGIES)}")
     if config.pool not in POOLS:
         problems.append(f"--pool '{config.pool}' is not one of {', '.join(POOLS)}")
+    if config.tfidf_text not in ("response", "response+eos"):
+        problems.append(f"--tfidf-text '{config.tfidf_text}' is not one of response, response+eos")
+    if config.budget_rounding not in ("half-up", "floor"):
+        problems.append(f"--budget-rounding '{config.budget_rounding}' is not one of half-up, floor")
     if config.table_format not in TABLE_FORMATS:
         problems.append(f"--table-format '{config.table_format}' is not one of {', '.join(TABLE_FORMATS)}")
     if config.dtype not in DTYPES:
@@ -259,7 +266,7 @@ def resolve_budget(config: TrainConfig, samples: list[Sample], table: ScoreTable
     valid = candidate_count(config, table)
     if config.strategy == "full":
         return valid
-    budget = budget_from(config.ratio, len(samples), "--ratio")
+    budget = budget_from(config.ratio, len(samples), "--ratio", rounding=config.budget_rounding)
     if budget > len(samples):
         raise IterITError(f"--ratio {config.ratio:g}: a budget of {budget} is more than the {len(samples)} samples "
                           "in --data; give a share below 1 or a smaller count")
