@@ -255,6 +255,7 @@ def _data_options(config: Any) -> dict[str, Any]:
         "system_prompt": config.system_prompt,
         "skip_invalid": config.skip_invalid,
         "dedup": config.dedup,
+        "input_join": config.input_join,
     }
 
 
@@ -273,7 +274,7 @@ def run_score(config: Any) -> int:
         config.model, config.data, config.out,
         template=config.template, max_length=config.max_length, max_batch_tokens=config.max_batch_tokens,
         ifd_form=config.ifd_form, dtype=config.dtype, device=config.device, progress=not config.quiet,
-        **_data_options(config),
+        response_end=config.response_end, **_data_options(config),
     )
     resumed = f" ({summary['resumed_shards']} shards resumed)" if summary.get("resumed_shards") else ""
     _print(format_summary(summary) + f"\nwrote {summary['out']}{resumed}")
@@ -352,7 +353,7 @@ def run_eval(config: Any) -> int:
         template=config.template, max_length=config.max_length, max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size, lm_eval=config.lm_eval, lm_eval_include=config.lm_eval_include,
         lm_eval_limit=config.lm_eval_limit, dtype=config.dtype, device=config.device, progress=not config.quiet,
-        **_data_options(config),
+        response_end=config.response_end, **_data_options(config),
     )
     _print(format_table(result) + (f"\nwrote {config.out}" if config.out else ""))
     return 0

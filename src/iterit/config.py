@@ -33,13 +33,27 @@ class DataArgs:
     system_prompt: str | None = field(default=None, metadata=_help("system message added to conversations without one (default: none)"))
     skip_invalid: bool = field(default=False, metadata=_help("keep the valid rows and report the bad ones, instead of stopping"))
     dedup: bool = field(default=False, metadata=_help("drop exact duplicates (default: keep them and let selection decide)"))
+    input_join: str = field(
+        default="blank-line",
+        metadata=_help("how an Alpaca input follows its instruction in the user turn: blank-line (instruction\\n\\ninput) "
+                       "| reference (instruction\\nInput: input, as the IterIT code)"),
+    )
 
 
 @dataclass
 class RenderArgs:
     """How conversations become tokens; the scorer, the trainer and eval must agree on it."""
 
-    template: str = field(default="auto", metadata=_help("auto (the tokenizer's chat template, else Alpaca) | chat | alpaca"))
+    template: str = field(
+        default="auto",
+        metadata=_help("auto (the tokenizer's chat template, else Alpaca) | chat | alpaca (Stanford Alpaca's prompt, with "
+                       "its ### Input: block for records with an input) | llama-3.1 (Meta's format, built in: the reference's)"),
+    )
+    response_end: str = field(
+        default="template",
+        metadata=_help("what ends each response, for scoring and training alike: template (its end-of-turn token) "
+                       "| eos (response + the tokenizer's eos, after the generation prompt: the reference's target)"),
+    )
     max_length: int = field(
         default=2048,
         metadata=_help("tokens per sequence: the prompt is kept whole and the response's end is cut; a sample whose "

@@ -337,7 +337,7 @@ def load_data(config: TrainConfig) -> list[Sample]:
     from iterit.data import load_samples
 
     loaded = load_samples(config.data, format=config.format, columns=config.columns, system_prompt=config.system_prompt,
-                          skip_invalid=config.skip_invalid, dedup=config.dedup)
+                          skip_invalid=config.skip_invalid, dedup=config.dedup, input_join=config.input_join)
     if not loaded.samples:
         raise IterITError(f"--data {' '.join(config.data)}: no samples to train on")
     return loaded.samples
@@ -347,7 +347,7 @@ def render_all(config: TrainConfig, tokenizer: Any, samples: list[Sample]) -> li
     from iterit.render import render_samples
 
     return render_samples(tokenizer, samples, template=config.template, max_length=config.max_length,
-                          system_prompt=config.system_prompt)
+                          system_prompt=config.system_prompt, response_end=config.response_end)
 
 
 def pad_token_id(tokenizer: Any) -> int:

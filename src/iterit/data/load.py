@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from iterit.data.files import has_lines, read_rows
-from iterit.data.formats import ALIASES, FORMATS, detect_format, normalise
+from iterit.data.formats import ALIASES, FORMATS, INPUT_JOINS, detect_format, normalise
 from iterit.data.records import LoadedData, LoadSummary, RowError, Sample, SourceSummary, note_invalid
 from iterit.errors import IterITError
 
@@ -31,6 +31,7 @@ def load_samples(
     skip_invalid: bool = False,
     dedup: bool = False,
     names: Sequence[str] | None = None,
+    input_join: str = "blank-line",
 ) -> LoadedData:
     """Read every file, normalise each record to a :class:`Sample`, and summarise the load.
 
@@ -43,6 +44,8 @@ def load_samples(
         skip_invalid: keep the valid rows and count the bad ones instead of stopping at the first.
         dedup: drop exact duplicates (same normalised conversation and response) after the first.
         names: source names for the files (default: each file's stem).
+        input_join: how an Alpaca record's input follows its instruction in the user turn: ``blank-line``
+            (``instruction\n\ninput``) or ``reference`` (``instruction\nInput: input``, as the IterIT code does).
     """
     if not paths:
         raise IterITError(
@@ -50,6 +53,8 @@ def load_samples(
         )
     if format is not None and format not in FORMATS:
         raise IterITError(f"--format {format!r} is not known; use one of {', '.join(FORMATS)}")
+    if input_join not in INPUT_JOINS:
+        raise IterITError(f"--input-join {input_join!r}: not one of {', '.join(INPUT_JOINS)}")
     mapping = parse_columns(columns)
     summary = LoadSummary()
     samples: list[Sample] = []
@@ -57,7 +62,8 @@ def load_samples(
     for number, path in enumerate(paths):
         source = names[number] if names else _unique_name(source_name(Path(path)), taken_names)
         taken_names.add(source)
-        samples.extend(_load_file(Path(path), source, format, mapping, system_prompt, skip_invalid, summary))
+        samples.extend(_load_file(Path(path), source, format, mapping, system_prompt, skip_invalid, summary,
+                                  input_join))
     summary.renamed_ids = _make_ids_unique(samples)
     samples = _count_duplicates(samples, summary, dedup)
     if samples:
@@ -111,6 +117,7 @@ def _load_file(
     system_prompt: str | None,
     skip_invalid: bool,
     summary: LoadSummary,
+    input_join: str = "blank-line",
 ) -> list[Sample]:
     rows = list(read_rows(path, skip_invalid, summary, source))
     fmt = forced or detect_format([row for _, row in rows if isinstance(row, dict)], mapping, path)
@@ -118,7 +125,7 @@ def _load_file(
     samples: list[Sample] = []
     for origin, row in rows:
         try:
-            samples.extend(normalise(row, fmt, mapping, source, origin, system_prompt))
+            samples.extend(normalise(row, fmt, mapping, source, origin, system_prompt, input_join))
         except RowError as err:
             where = f"{path}:{origin}" if has_lines(path) else f"{path}: record {origin}"
             if not skip_invalid:

@@ -23,6 +23,8 @@ class Sample:
         format: ``alpaca``, ``sharegpt``, ``messages`` or ``hh``: how the record was read and is written back.
         origin: the 1-based line (JSON Lines) or 0-based index (JSON arrays, Parquet, datasets) in its file.
         record: the original record, unchanged, so a subset can be written in the user's own format.
+        alpaca_fields: ``(instruction, input)`` of an Alpaca record with a non-empty input, so the built-in
+            Alpaca prompt can render its canonical ``### Input:`` block; ``None`` otherwise.
     """
 
     id: str
@@ -31,6 +33,7 @@ class Sample:
     format: str
     origin: int
     record: dict[str, Any] = field(default_factory=dict)
+    alpaca_fields: tuple[str, str] | None = None
 
     @property
     def response(self) -> str:

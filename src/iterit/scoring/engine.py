@@ -219,12 +219,14 @@ def score_samples(
     ifd_form: str = "ppl-ratio",
     system_prompt: str | None = None,
     progress: bool = True,
+    response_end: str = "template",
 ) -> ScoreTable:
     """Render ``samples`` with ``tokenizer`` and score them with ``model`` (see :func:`score_rendered`)."""
     from iterit.render import render_samples
 
     rendered = render_samples(
-        tokenizer, samples, template=template, max_length=max_length, system_prompt=system_prompt
+        tokenizer, samples, template=template, max_length=max_length, system_prompt=system_prompt,
+        response_end=response_end,
     )
     return score_table(
         model,
