@@ -393,6 +393,53 @@ def test_install_reselection_in_a_plain_trainer_changes_iterit_picks_between_epo
     assert 0 <= dynamics["overlap_with_previous"] < 1 and dynamics["pool_size"] == 24
 
 
+def one_sgd_step(load, tokenizer, rendered, out, *, batch: int, accumulation: int, weighting: str):
+    """The weights after one SGD step (lr 1, no clipping) over all of ``rendered`` with IterITTrainer."""
+    from transformers import TrainingArguments
+
+    from iterit.reselection import IterITTrainer
+
+    model = load()
+    args = TrainingArguments(output_dir=str(out), num_train_epochs=1, per_device_train_batch_size=batch,
+                             gradient_accumulation_steps=accumulation, learning_rate=1.0, optim="sgd",
+                             lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0, save_strategy="no",
+                             report_to="none", use_cpu=True, disable_tqdm=True, remove_unused_columns=False, seed=0)
+    sampler = SelectionSampler(range(len(rendered)), seed=0)
+    trainer = IterITTrainer(model=model, args=args, train_dataset=ResponseOnlyDataset(rendered),
+                            data_collator=PaddingCollator(tokenizer.pad_token_id), selection_sampler=sampler,
+                            loss_weighting=weighting)
+    trainer.train()
+    assert trainer.state.global_step == 1
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def test_sample_loss_weighting_gives_every_sample_the_same_weight_under_any_batch_shape(tiny, tmp_path):
+    """--loss-weighting sample: the mean over samples of each response's mean token loss, whatever the batch."""
+    tokenizer, load = tiny
+    samples = make_samples(8)  # responses of 1 to 5 words and numbers: token counts differ
+    rendered = chat_render(tokenizer, samples)
+    assert len({r.n_response_tokens for r in rendered}) > 2
+    model = load()
+    collated = PaddingCollator(tokenizer.pad_token_id)(list(ResponseOnlyDataset(rendered)))
+    logits = model(input_ids=collated["input_ids"], attention_mask=collated["attention_mask"]).logits
+    from iterit.reselection import per_sample_response_loss
+
+    losses, has_response = per_sample_response_loss(logits, collated["labels"])
+    assert has_response.all()
+    losses.mean().backward()
+    expected = {name: (p - p.grad).detach() for name, p in model.named_parameters()}
+    runs = {
+        "4x2": one_sgd_step(load, tokenizer, rendered, tmp_path / "a", batch=4, accumulation=2, weighting="sample"),
+        "1x8": one_sgd_step(load, tokenizer, rendered, tmp_path / "b", batch=1, accumulation=8, weighting="sample"),
+        "3x3": one_sgd_step(load, tokenizer, rendered, tmp_path / "c", batch=3, accumulation=3, weighting="sample"),
+    }
+    for label, weights in runs.items():
+        for name, value in expected.items():
+            assert torch.allclose(weights[name], value, atol=1e-6, rtol=1e-4), (label, name)
+    tokens = one_sgd_step(load, tokenizer, rendered, tmp_path / "d", batch=4, accumulation=2, weighting="token")
+    assert any(not torch.allclose(tokens[name], value, atol=1e-6, rtol=1e-4) for name, value in expected.items())
+
+
 def test_static_strategy_keeps_the_same_picks(tiny, tmp_path):
     tokenizer, load = tiny
     samples = make_samples(24)

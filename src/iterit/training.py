@@ -82,6 +82,12 @@ class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
     threshold: float = field(default=1.0, metadata=_help("candidates need IFD below this (>= 1: the instruction does not help)"))
     tfidf_text: str = field(default="response", metadata=_help(TFIDF_TEXT_HELP))
     budget_rounding: str = field(default="half-up", metadata=_help(BUDGET_ROUNDING_HELP))
+    loss_weighting: str = field(
+        default="token",
+        metadata=_help("token (default: the model's loss, averaged over every response token of the accumulated "
+                       "batch, so long responses weigh more) | sample (each sample's mean token loss, averaged over "
+                       "samples: equal weights under any batch shape, as the reference's batch 1 x 32 on transformers 4)"),
+    )
     scores: str | None = field(default=None, metadata=_help("epoch-0 scores from `iterit score` for this model and data (skips scoring)"))
     lora_r: int = field(default=0, metadata=_help("LoRA rank; 0 trains all weights (needs iterit[lora] when > 0)"))
     lora_alpha: int = field(default=16, metadata=_help("LoRA scaling numerator (peft's default)"))
@@ -189,7 +195,7 @@ def train(config: TrainConfig) -> RunResult:
     trainer = IterITTrainer(
         model=model, args=config, train_dataset=ResponseOnlyDataset(rendered),
         data_collator=PaddingCollator(pad_token_id(tokenizer)), processing_class=tokenizer,
-        callbacks=[callback], selection_sampler=sampler,
+        callbacks=[callback], selection_sampler=sampler, loss_weighting=config.loss_weighting,
     )
     close_distributed_at_exit()  # the Trainer brought the group up under torchrun; see close_distributed
     if config.quiet:
@@ -224,6 +230,8 @@ def validate_config(config: TrainConfig) -> None:
         problems.append(f"--tfidf-text '{config.tfidf_text}' is not one of response, response+eos")
     if config.budget_rounding not in ("half-up", "floor"):
         problems.append(f"--budget-rounding '{config.budget_rounding}' is not one of half-up, floor")
+    if config.loss_weighting not in ("token", "sample"):
+        problems.append(f"--loss-weighting '{config.loss_weighting}' is not one of token, sample")
     if config.table_format not in TABLE_FORMATS:
         problems.append(f"--table-format '{config.table_format}' is not one of {', '.join(TABLE_FORMATS)}")
     if config.dtype not in DTYPES:
