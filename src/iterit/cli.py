@@ -160,7 +160,8 @@ def parse_config(command: str, config_class: type, argv: list[str], positional: 
     doc = COMMANDS[command][0]
     parser = HfArgumentParser(config_class, prog=f"iterit {command}", description=f"{doc}. Docs: {README}")
     given = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
-    parser.set_defaults(**{key: value for key, value in file_values.items() if key not in given})
+    defaults = {**preset_defaults(config_class, argv, file_values), **file_values}
+    parser.set_defaults(**{key: value for key, value in defaults.items() if key not in given})
     namespace, unknown = parser.parse_known_args(argv)
     if unknown:
         raise IterITError(f"unrecognised argument(s) {' '.join(unknown)}; see `iterit {command} --help`")
@@ -174,6 +175,21 @@ def parse_config(command: str, config_class: type, argv: list[str], positional: 
         if isinstance(err, IterITError):
             raise
         raise IterITError(f"invalid settings: {err}".replace("\n", " ")) from None
+
+
+def preset_defaults(config_class: type, argv: list[str], file_values: dict[str, Any]) -> dict[str, Any]:
+    """The settings of ``--preset`` (a flag, else the YAML's ``preset`` key): defaults under the file and flags."""
+    from iterit.presets import preset_settings
+
+    name = file_values.get("preset")
+    for position, arg in enumerate(argv):
+        if arg in ("--preset", "--preset=") and position + 1 < len(argv):
+            name = argv[position + 1]
+        elif arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+    if name is None or not any(f.name == "preset" for f in dataclasses.fields(config_class)):
+        return {}
+    return preset_settings(name, config_class)
 
 
 def _rename_flag(arg: str, renamed: dict[str, str]) -> str:

@@ -62,6 +62,17 @@ class RenderArgs:
 
 
 @dataclass
+class PresetArgs:
+    """A named bundle of defaults (:mod:`iterit.presets`) under the YAML file and the flags."""
+
+    preset: str | None = field(
+        default=None,
+        metadata=_help("reference: the IterIT reference code's choices, each setting with its source (README, "
+                       "'Reference'); a YAML key or a flag overrides any of them (default: iterit's own defaults)"),
+    )
+
+
+@dataclass
 class InspectConfig(DataArgs):
     """``iterit inspect``: the load summary of a data set."""
 
@@ -79,7 +90,7 @@ class TinyModelConfig:
 
 
 @dataclass
-class ScoreConfig(DataArgs, RenderArgs):
+class ScoreConfig(DataArgs, RenderArgs, PresetArgs):
     """``iterit score``: IFD of every sample under a causal LM."""
 
     model: str = field(default="", metadata=_help("a local model folder or a cached Hugging Face id (required)"))
@@ -92,7 +103,7 @@ class ScoreConfig(DataArgs, RenderArgs):
 
 
 @dataclass
-class SelectConfig(DataArgs):
+class SelectConfig(DataArgs, PresetArgs):
     """``iterit select``: choose a subset by a strategy over the scores."""
 
     scores: str | None = field(default=None, metadata=_help("scores from `iterit score` (needed by iterit and ifd)"))
@@ -115,7 +126,7 @@ class SelectConfig(DataArgs):
 
 
 @dataclass
-class EvalConfig(DataArgs, RenderArgs):
+class EvalConfig(DataArgs, RenderArgs, PresetArgs):
     """``iterit eval``: held-out loss, exact match and containment."""
 
     model: str = field(default="", metadata=_help("the model folder to evaluate (required)"))

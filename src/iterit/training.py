@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from transformers import PrinterCallback, TrainingArguments
 
-from iterit.config import BUDGET_ROUNDING_HELP, TFIDF_TEXT_HELP, DataArgs, RenderArgs
+from iterit.config import BUDGET_ROUNDING_HELP, TFIDF_TEXT_HELP, DataArgs, PresetArgs, RenderArgs
 from iterit.data import Sample
 from iterit.errors import IterITError, missing_extra
 from iterit.rescoring import (
@@ -61,7 +61,7 @@ def _help(text: str, **extra: Any) -> dict:
 
 
 @dataclass
-class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
+class TrainConfig(TrainingArguments, DataArgs, RenderArgs, PresetArgs):
     """``iterit train``: every Hugging Face ``TrainingArguments`` field plus the selection settings.
 
     ``output_dir`` (the Trainer's checkpoints) defaults to ``<out>/checkpoints``; ``--epochs`` is
@@ -106,6 +106,13 @@ class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
     save_total_limit: int | None = field(default=2, metadata=_help("checkpoints kept (2: the last and the one before, in case the last was cut)"))
     logging_steps: float = field(default=1, metadata=_help("log the loss every step (the per-epoch train loss is their mean)"))
     remove_unused_columns: bool = field(default=False, metadata=_help("keep the collator's columns (our dataset has only model inputs)"))
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """A config with the preset's settings (:mod:`iterit.presets`), then ``overrides`` on top."""
+        from iterit.presets import preset_settings
+
+        return cls(**{**preset_settings(name, cls), **overrides, "preset": name})
 
     def __post_init__(self) -> None:
         if self.pool == "frozen":
