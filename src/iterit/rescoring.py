@@ -47,8 +47,9 @@ STRATEGIES: dict[str, Strategy] = {
 
 POOLS = ("reference", "greedy", "rolling")
 POOL_HELP = (
-    "which u x B samples are re-scored after each epoch. greedy (default): the top u x B of the epoch-0 "
-    "IFD x diversity greedy, fixed after epoch 0: the paper's wording, the 'top-ranked samples'. reference: "
+    "which u x B samples are re-scored after each epoch. greedy (default, as the paper describes it and every "
+    "place goes to a candidate): the top u x B of the epoch-0 IFD x diversity greedy, fixed after epoch 0: the "
+    "paper's wording, the 'top-ranked samples'. reference: "
     "positions [0, u x B) of the reference code's epoch-0 window [the B picks | every IFD >= threshold sample | "
     "the other candidates by IFD alone], fixed after epoch 0: what JiaQiSJTU/IterIT runs. rolling: the top "
     "u x B re-ranked from the latest scores before each re-scoring. (frozen: the old name of greedy)"
