@@ -94,7 +94,7 @@ def test_train_with_the_preset_runs_end_to_end_on_the_tiny_model(tiny_model_dir:
     """The whole preset on a CPU (batch shape and data size scaled down): llama-3.1, eos ends, reference pool."""
     from iterit.training import train
 
-    data = write_alpaca(tmp_path / "a.json", 40)
+    data = write_alpaca(tmp_path / "a.json", 45)  # 45 x 0.1 = 4.5: the reference floors it to 4
     config = TrainConfig.from_preset(
         "reference", model=str(tiny_model_dir), data=[str(data)], out=str(tmp_path / "run"), ratio=0.1,
         update_ratio=2, num_train_epochs=2, per_device_train_batch_size=2, gradient_accumulation_steps=2,
@@ -105,3 +105,33 @@ def test_train_with_the_preset_runs_end_to_end_on_the_tiny_model(tiny_model_dir:
     assert dynamics["pool_size"] == 8 and dynamics["topped_up"] == 0
     resolved = (tmp_path / "run" / "config.yaml").read_text()
     assert "preset: reference" in resolved and "template: llama-3.1" in resolved
+
+
+def test_score_with_the_preset_renders_as_the_reference(tiny_model_dir: Path, tmp_path: Path):
+    """`iterit score --preset reference` scores the reference's rendering; the same text `render_samples` gives."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from iterit.data import load_samples
+    from iterit.render import render_samples
+    from iterit.scoring import read_scores, score_samples
+
+    data = write_alpaca(tmp_path / "a.json", 6)
+    out = tmp_path / "scores.jsonl"
+    assert main(["score", "--preset", "reference", "--model", str(tiny_model_dir), "--data", str(data),
+                 "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    table = read_scores(out)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    samples = load_samples([data], input_join="reference", system_prompt="You are a helpful assistant.").samples
+    assert samples[0].messages[1]["content"] == "Say the number 0.\nInput: 0"
+    rendered = render_samples(tokenizer, samples, template="llama-3.1", response_end="eos")
+    assert table.n_response_tokens.tolist() == [r.n_response_tokens for r in rendered]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        same = score_samples(model, tokenizer, samples, template="llama-3.1", response_end="eos", progress=False)
+        plain = score_samples(model, tokenizer, load_samples([data]).samples, progress=False)
+    np.testing.assert_allclose(table.ifd, same.ifd, rtol=1e-5)
+    assert not np.allclose(table.ifd, plain.ifd, rtol=1e-3)  # the preset changed what was scored
+    text = tokenizer.decode(rendered[0].input_ids)
+    assert "<|start_header_id|>system<|end_header_id|>" in text and "You are a helpful assistant." in text
+    assert text.endswith("is even." + tokenizer.eos_token)
