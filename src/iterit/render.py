@@ -23,6 +23,11 @@ not cut to make room for the response because the conditioned loss is only meani
 instruction it is conditioned on: a clipped instruction inflates IFD and would draw selection to
 exactly the damaged samples. The response alone is cut to the same response characters, so both
 losses are taken over the same text.
+
+``response_end="eos"`` (the reference's training target, ``output + eos_token``) replaces the template's
+rendering of the last turn: the text is the prompt with the generation prompt, then the response as written
+and the tokenizer's eos; the response alone is the lone turn's header, the response and eos. Scoring and
+training then share that one terminator.
 """
 
 from __future__ import annotations
