@@ -163,6 +163,33 @@ def test_repeated_ids_are_made_unique(tmp_path: Path) -> None:
     assert loaded.summary.renamed_ids == 1
 
 
+def test_fallback_ids_never_collide_with_explicit_ones(tmp_path: Path) -> None:
+    # A repeated "x" would fall back to "s:x", then "s:3": both are explicit ids of other records.
+    records = [dict(MESSAGES[0], id=i) for i in ("s:3", "x", "s:x", "x")]
+    loaded = load_samples([write(tmp_path / "s.jsonl", records, lines=True)])
+    ids = [s.id for s in loaded.samples]
+    assert ids[:3] == ["s:3", "x", "s:x"] and len(set(ids)) == 4
+    assert ids[3] == "s:x~2"
+
+
+def test_index_ids_skip_an_explicit_id_given_later(tmp_path: Path) -> None:
+    records = [MESSAGES[0], dict(MESSAGES[0], id="s:0"), MESSAGES[0]]
+    ids = [s.id for s in load_samples([write(tmp_path / "s.jsonl", records, lines=True)]).samples]
+    assert ids == ["s:0~2", "s:0", "s:2"]
+
+
+def test_input_join_reference_and_the_alpaca_fields(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.json", ALPACA, lines=False)
+    default = load_samples([path]).samples
+    assert default[1].messages[0]["content"] == "Translate to French.\n\ncat"
+    assert (default[0].alpaca_fields, default[1].alpaca_fields) == (None, ("Translate to French.", "cat"))
+    reference = load_samples([path], input_join="reference").samples
+    assert reference[1].messages[0]["content"] == "Translate to French.\nInput: cat"  # the reference's user turn
+    assert reference[0].messages[0]["content"] == "Add 2 and 3."
+    with pytest.raises(IterITError, match="--input-join 'space'.*blank-line, reference"):
+        load_samples([path], input_join="space")
+
+
 def test_duplicates_are_counted_kept_or_removed(tmp_path: Path) -> None:
     records = [ALPACA[0], {"instruction": " Add 2  and 3. ", "input": "", "output": "5"}, ALPACA[1]]
     path = write(tmp_path / "d.json", records, lines=False)

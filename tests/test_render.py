@@ -12,7 +12,14 @@ from transformers import AutoTokenizer, ByT5Tokenizer
 import iterit.render as render
 from iterit.data import Sample
 from iterit.errors import IterITError
-from iterit.render import ALPACA_PREAMBLE, IGNORE_INDEX, labels_for, render_sample, render_samples
+from iterit.render import (
+    ALPACA_INPUT_PREAMBLE,
+    ALPACA_PREAMBLE,
+    IGNORE_INDEX,
+    labels_for,
+    render_sample,
+    render_samples,
+)
 
 BOS, END = "<|bos|>", "<|end|>"
 TRIMMING_TEMPLATE = (
@@ -226,6 +233,19 @@ class TestTruncation:
         assert labels_for(unfit) == [IGNORE_INDEX] * start
 
 
+    def test_max_length_help_says_what_truncation_does(self) -> None:
+        """The help users read (flag and shipped YAML) describes the behaviour the tests above pin down."""
+        import dataclasses
+
+        from iterit.config import RenderArgs
+
+        text = next(f for f in dataclasses.fields(RenderArgs) if f.name == "max_length").metadata["help"]
+        assert "prompt is kept whole" in text and "response's end is cut" in text and "cannot be scored" in text
+        examples = Path(__file__).parent.parent / "examples"
+        for path in examples.glob("*.yaml"):
+            assert "cut from their start" not in path.read_text(encoding="utf-8"), path
+
+
 class TestAlpaca:
     def test_auto_uses_alpaca_without_a_chat_template(self, tokenizer) -> None:
         tokenizer.chat_template = None
@@ -253,6 +273,20 @@ class TestAlpaca:
         rendered = render_sample(tokenizer, sample("Go.", "Done."), template="alpaca")
         assert split(tokenizer, rendered.input_ids, rendered.span)[0].startswith(ALPACA_PREAMBLE)
         assert split(tokenizer, rendered.prior_ids, rendered.prior_span) == (END, f"Done.{END}", "")
+
+    def test_a_sample_with_an_input_gets_the_canonical_input_block(self, tokenizer) -> None:
+        """Stanford Alpaca's prompt_input: the paired-input preamble and a ### Input: block."""
+        paired = Sample(id="a", messages=[{"role": "user", "content": "Translate to French.\n\ncat"},
+                                          {"role": "assistant", "content": "chat"}],
+                        source="t", format="alpaca", origin=0, alpaca_fields=("Translate to French.", "cat"))
+        rendered = render_sample(tokenizer, paired, template="alpaca")
+        before, inside, _ = split(tokenizer, rendered.input_ids, rendered.span)
+        assert ALPACA_INPUT_PREAMBLE == ("Below is an instruction that describes a task, paired with an input that "
+                                         "provides further context. Write a response that appropriately completes "
+                                         "the request.")
+        assert before == (f"{BOS}{ALPACA_INPUT_PREAMBLE}\n\n### Instruction:\nTranslate to French.\n\n"
+                          "### Input:\ncat\n\n### Response:\n")
+        assert inside == f"chat{END}"
 
     def test_chat_without_a_chat_template_names_the_fix(self, tokenizer) -> None:
         tokenizer.chat_template = None
@@ -318,3 +352,37 @@ def test_real_data_spans_decode_to_the_response_exactly(tokenizer, shared_data: 
                 assert split(tokenizer, r.prior_ids, r.prior_span)[1] == kept
             else:
                 assert r.reason.startswith("response does not fit max_length") and r.n_response_tokens == 0
+
+
+class TestReferenceRendering:
+    """The reference's choices: the llama-3.1 template and a target of output + eos_token."""
+
+    HEADER = "<|start_header_id|>{}<|end_header_id|>\n\n"
+    SYSTEM = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+
+    def conversation(self):
+        return sample("Hi", "Hello ", system="You are a helpful assistant.")
+
+    def test_llama_3_1_template_renders_meta_s_format(self, tokenizer) -> None:
+        renderer = render.make_renderer(tokenizer, "llama-3.1", "template")
+        text = renderer.conversations([self.conversation().messages])[0]
+        h = self.HEADER
+        prompt = (f"{BOS}{h.format('system')}{self.SYSTEM}You are a helpful assistant.<|eot_id|>"
+                  f"{h.format('user')}Hi<|eot_id|>{h.format('assistant')}")
+        assert text.text == prompt + "Hello<|eot_id|>"  # the template trims the content
+        assert text.text[text.start:text.end] == "Hello<|eot_id|>"
+
+    def test_response_end_eos_ends_the_response_with_eos_in_both_renderings(self, tokenizer) -> None:
+        renderer = render.make_renderer(tokenizer, "llama-3.1", "eos")
+        text = renderer.conversations([self.conversation().messages])[0]
+        assert text.text[text.start:text.end] == f"Hello {END}"  # output + eos_token, as the reference trains
+        alone = renderer.responses_alone([self.conversation().messages[-1]])[0]
+        assert alone.text[alone.start:alone.end] == f"Hello {END}"
+        assert alone.text.startswith(f"{BOS}{self.HEADER.format('system')}")  # a lone turn, then the response
+        rendered = render_sample(tokenizer, self.conversation(), template="llama-3.1", response_end="eos")
+        assert rendered.input_ids[rendered.span[1] - 1] == tokenizer.eos_token_id
+        assert labels_for(rendered)[-1] == tokenizer.eos_token_id
+
+    def test_unknown_response_end_names_the_flag(self, tokenizer) -> None:
+        with pytest.raises(IterITError, match="--response-end 'eot'.*template, eos"):
+            render_sample(tokenizer, sample("Hi.", "Hello."), response_end="eot")

@@ -171,6 +171,26 @@ def test_source_quota_errors():
         select_samples(SAMPLES, SCORES, 2, strategy="full", source_budget={"code": 1})
 
 
+def test_budget_rounding_floor_is_the_reference_rule():
+    assert resolve_budget(0.05, 15_011) == 751  # 750.55 rounded half up
+    assert resolve_budget(0.05, 15_011, rounding="floor") == 750  # the reference: math.floor(N * ratio)
+    assert resolve_budget(0.05, 52_002, rounding="floor") == 2600
+    assert resolve_budget(0.29, 100, rounding="floor") == 29  # 28.999999999999996 in floating point
+    assert resolve_budget(0.01, 10, rounding="floor") == 1
+    with pytest.raises(IterITError, match="--budget-rounding 'up'.*half-up, floor"):
+        resolve_budget(0.05, 100, rounding="up")
+    picks = select_samples(SAMPLES, SCORES, 0.35, strategy="ifd", budget_rounding="floor")
+    assert len(picks.indices) == 2  # 8 x 0.35 = 2.8
+
+
+def test_tfidf_text_can_end_with_the_eos_token():
+    """The reference fits TF-IDF on output + eos_token: the eos string adds n-grams to every response."""
+    plain = select_samples(SAMPLES, SCORES, 3)
+    eos = select_samples(SAMPLES, SCORES, 3, tfidf_suffix="<|end_of_text|>")
+    assert eos.summary["tfidf_columns"] > plain.summary["tfidf_columns"]
+    assert eos.params["tfidf_suffix"] == "<|end_of_text|>" and "tfidf_suffix" not in plain.params
+
+
 def test_scores_are_matched_by_id_in_any_order():
     order = np.array([7, 6, 5, 4, 3, 2, 1, 0])
     shuffled = make_scores([SAMPLES[i] for i in order], np.array(IFD)[order], [REASONS[i] for i in order])

@@ -179,6 +179,74 @@ def test_score_table_rows_round_trip():
     assert table.ifd[0] == 0.5  # the original is untouched
 
 
+def test_put_rows_refuses_rows_of_other_samples():
+    table = ScoreTable(["a", "b", "c"], ["x"] * 3, np.array([0.5, 0.6, 0.9]), np.ones(3), np.ones(3),
+                       np.ones(3, int), np.zeros(3, bool), [None] * 3)
+    with pytest.raises(ValueError, match="ids"):
+        put_rows(table, np.array([0, 2]), take_rows(table, np.array([2, 0])))
+
+
+def fresh_ifd_by_id(samples):
+    """A model-free score_fn: each sample's fresh IFD is a function of its id, so misplaced rows show."""
+
+    def score(model, subset):
+        ifd = np.array([0.2 + 0.01 * int(s.id[1:]) for s in subset])
+        n = len(subset)
+        return ScoreTable([s.id for s in subset], [s.source for s in subset], ifd, ifd, np.ones(n),
+                          np.ones(n, int), np.zeros(n, bool), [None] * n)
+
+    return score
+
+
+def test_a_row_permuted_table_rescores_the_right_samples(tiny, tmp_path):
+    """install_reselection(..., scores=table) matches the table to the samples by id, whatever its row order."""
+    from iterit.selection import select_samples
+
+    tokenizer, load = tiny
+    samples = make_samples(24)
+    n = len(samples)
+    base = ScoreTable([s.id for s in samples], [s.source for s in samples], np.linspace(0.3, 0.9, n), np.ones(n),
+                      np.ones(n), np.ones(n, int), np.zeros(n, bool), [None] * n)
+    permuted = take_rows(base, np.random.default_rng(0).permutation(n))
+    trainer = plain_trainer(load(), tokenizer, chat_render(tokenizer, samples), tmp_path / "ckpt")
+    callback = install_reselection(trainer, samples, budget=4, score_fn=fresh_ifd_by_id(samples), scores=permuted,
+                                   select_fn=select_samples, strategy="ifd-iterative", update_ratio=3)
+    reselector = callback.reselector
+    assert reselector.table.ids == [s.id for s in samples]
+    assert callback.first.selection.indices.tolist() == [23, 22, 21, 20]  # the highest base IFD, by id
+    pick = reselector.next(1, None, callback.first)
+    for row in pick.scored.tolist():
+        assert reselector.table.ifd[row] == pytest.approx(0.2 + 0.01 * row)  # sample s<row> got its own score
+    assert pick.selection.indices.tolist() == sorted(pick.pool.tolist(), reverse=True)[:4]
+
+
+def test_a_pool_that_no_longer_qualifies_is_topped_up_from_the_previous_picks(caplog):
+    """Every fresh IFD >= 1: the epoch keeps the previous picks, says so, and records it, instead of dying."""
+    from iterit.rescoring import selection_dynamics
+    from iterit.selection import select_samples
+
+    samples = make_samples(24)
+    n = len(samples)
+    base = ScoreTable([s.id for s in samples], [s.source for s in samples], np.linspace(0.3, 0.9, n), np.ones(n),
+                      np.ones(n), np.ones(n, int), np.zeros(n, bool), [None] * n)
+
+    def unhelpful(model, subset):
+        k = len(subset)
+        return ScoreTable([s.id for s in subset], [s.source for s in subset], np.full(k, 1.2), np.ones(k),
+                          np.ones(k), np.ones(k, int), np.zeros(k, bool), [None] * k)
+
+    reselector = Reselector(samples, base, 4, "iterit", "greedy", 12, unhelpful, select_samples,
+                            {"threshold": 1.0, "decay": 0.1})
+    first = reselector.first()
+    with caplog.at_level(logging.WARNING, logger="iterit.rescoring"):
+        second = reselector.next(1, None, first)
+    assert second.selection.indices.tolist() == first.selection.indices.tolist()
+    assert "0 of the 12-sample pool qualified" in caplog.text
+    dynamics = selection_dynamics(samples, second, first, first)
+    assert (dynamics["qualified"], dynamics["topped_up"]) == (0, 4)
+    assert selection_dynamics(samples, first, None, first)["topped_up"] == 0
+
+
 def test_rescoring_from_the_training_render_equals_rendering_again(tiny):
     from iterit.render import render_samples
 
@@ -202,14 +270,74 @@ def test_pool_size_is_clamped_to_the_valid_samples_and_says_so(caplog):
     assert "exceeds the 8 valid samples" in caplog.text
 
 
-def test_frozen_pool_is_the_head_of_the_epoch0_ranking_and_rolling_reranks(tiny):
+# IFD of ten samples: three at or above 1 (s1, s5, s9), one unscorable (s3), six candidates.
+WINDOW_IFD = [0.5, 1.3, 0.9, np.nan, 0.2, 1.0, 0.7, 0.95, 0.3, 2.0]
+
+
+def window_table(samples):
+    n = len(samples)
+    return ScoreTable([s.id for s in samples], [s.source for s in samples], np.array(WINDOW_IFD), np.ones(n),
+                      np.ones(n), np.ones(n, int), np.zeros(n, bool), [None, None, None, "x"] + [None] * 6)
+
+
+def test_reference_pool_is_the_reference_window_and_differs_from_the_greedy_pool():
+    """The reference re-scores positions [0, u x B) of [B picks | every IFD >= 1 | other IFD < 1 by IFD]."""
+    from iterit.rescoring import pool_size_for
+    from iterit.selection import select_samples
+
+    samples = make_samples(10)
+    table = window_table(samples)
+
+    def never(model, subset):
+        raise AssertionError("epoch 0 scores nothing")
+
+    options = {"threshold": 1.0}
+    size = pool_size_for("reference", 3, 2, table, 1.0)
+    assert size == 6 and pool_size_for("greedy", 5, 2, table, 1.0) == 6 and pool_size_for("reference", 5, 2, table, 1.0) == 9
+    reference = Reselector(samples, table, 2, "ifd-iterative", "reference", size, never, select_samples, options)
+    first = reference.first()
+    picks = [7, 2]  # the two highest IFD below 1: 0.95, 0.9
+    unhelpful = [1, 5, 9]  # IFD >= 1, in data order
+    rest = [6, 0, 8, 4]  # the other candidates by IFD alone: 0.7, 0.5, 0.3, 0.2
+    window = picks + unhelpful + rest
+    assert first.selection.indices.tolist() == picks
+    assert reference.frozen_pool_.tolist() == window[:6]
+    greedy = Reselector(samples, table, 2, "ifd-iterative", "greedy", size, never, select_samples, options)
+    greedy.first()
+    assert greedy.frozen_pool_.tolist() == picks + rest
+    whole = Reselector(samples, table, 2, "ifd-iterative", "reference", 9, never, select_samples, options)
+    whole.first()
+    assert whole.frozen_pool_.tolist() == window  # the unscorable s3 is in no window
+
+
+def test_reference_pool_head_is_the_iterit_greedy_picks():
+    from iterit.selection import select_samples
+
+    samples = make_samples(10)
+    reference = Reselector(samples, window_table(samples), 3, "iterit", "reference", 7, lambda m, s: None,
+                           select_samples, {"threshold": 1.0, "decay": 0.1})
+    picks = reference.first().selection.indices.tolist()
+    rest = sorted((i for i in (0, 2, 4, 6, 7, 8) if i not in picks), key=lambda i: -WINDOW_IFD[i])
+    assert reference.frozen_pool_.tolist() == picks + [1, 5, 9] + rest[:1]
+
+
+def test_frozen_pool_name_is_accepted_as_greedy_with_a_warning():
+    from iterit.rescoring import resolve_pool
+
+    with pytest.warns(FutureWarning, match="--pool frozen is now --pool greedy"):
+        assert resolve_pool("frozen") == "greedy"
+    with pytest.raises(IterITError, match="--pool 'stale'.*reference, greedy, rolling"):
+        resolve_pool("stale")
+
+
+def test_greedy_pool_is_the_head_of_the_epoch0_ranking_and_rolling_reranks(tiny):
     tokenizer, load = tiny
     samples = make_samples(24)
     score = response_loss_scorer(tokenizer)
     model = load().eval()
     with torch.no_grad():
         base = score(model, samples)
-    frozen = Reselector(samples, base, 4, "iterit", "frozen", 12, score, top_ifd_selector)
+    frozen = Reselector(samples, base, 4, "iterit", "greedy", 12, score, top_ifd_selector)
     first = frozen.first()
     assert len(frozen.frozen_pool_) == 12
     assert frozen.frozen_pool_[:4].tolist() == first.selection.indices.tolist()
@@ -263,6 +391,53 @@ def test_install_reselection_in_a_plain_trainer_changes_iterit_picks_between_epo
         assert (folder / "selection.parquet").exists() and (folder / "metrics.json").exists()
     dynamics = json.loads((tmp_path / "run" / "epochs" / "1" / "dynamics.json").read_text())
     assert 0 <= dynamics["overlap_with_previous"] < 1 and dynamics["pool_size"] == 24
+
+
+def one_sgd_step(load, tokenizer, rendered, out, *, batch: int, accumulation: int, weighting: str):
+    """The weights after one SGD step (lr 1, no clipping) over all of ``rendered`` with IterITTrainer."""
+    from transformers import TrainingArguments
+
+    from iterit.reselection import IterITTrainer
+
+    model = load()
+    args = TrainingArguments(output_dir=str(out), num_train_epochs=1, per_device_train_batch_size=batch,
+                             gradient_accumulation_steps=accumulation, learning_rate=1.0, optim="sgd",
+                             lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0, save_strategy="no",
+                             report_to="none", use_cpu=True, disable_tqdm=True, remove_unused_columns=False, seed=0)
+    sampler = SelectionSampler(range(len(rendered)), seed=0)
+    trainer = IterITTrainer(model=model, args=args, train_dataset=ResponseOnlyDataset(rendered),
+                            data_collator=PaddingCollator(tokenizer.pad_token_id), selection_sampler=sampler,
+                            loss_weighting=weighting)
+    trainer.train()
+    assert trainer.state.global_step == 1
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def test_sample_loss_weighting_gives_every_sample_the_same_weight_under_any_batch_shape(tiny, tmp_path):
+    """--loss-weighting sample: the mean over samples of each response's mean token loss, whatever the batch."""
+    tokenizer, load = tiny
+    samples = make_samples(8)  # responses of 1 to 5 words and numbers: token counts differ
+    rendered = chat_render(tokenizer, samples)
+    assert len({r.n_response_tokens for r in rendered}) > 2
+    model = load()
+    collated = PaddingCollator(tokenizer.pad_token_id)(list(ResponseOnlyDataset(rendered)))
+    logits = model(input_ids=collated["input_ids"], attention_mask=collated["attention_mask"]).logits
+    from iterit.reselection import per_sample_response_loss
+
+    losses, has_response = per_sample_response_loss(logits, collated["labels"])
+    assert has_response.all()
+    losses.mean().backward()
+    expected = {name: (p - p.grad).detach() for name, p in model.named_parameters()}
+    runs = {
+        "4x2": one_sgd_step(load, tokenizer, rendered, tmp_path / "a", batch=4, accumulation=2, weighting="sample"),
+        "1x8": one_sgd_step(load, tokenizer, rendered, tmp_path / "b", batch=1, accumulation=8, weighting="sample"),
+        "3x3": one_sgd_step(load, tokenizer, rendered, tmp_path / "c", batch=3, accumulation=3, weighting="sample"),
+    }
+    for label, weights in runs.items():
+        for name, value in expected.items():
+            assert torch.allclose(weights[name], value, atol=1e-6, rtol=1e-4), (label, name)
+    tokens = one_sgd_step(load, tokenizer, rendered, tmp_path / "d", batch=4, accumulation=2, weighting="token")
+    assert any(not torch.allclose(tokens[name], value, atol=1e-6, rtol=1e-4) for name, value in expected.items())
 
 
 def test_static_strategy_keeps_the_same_picks(tiny, tmp_path):
@@ -352,14 +527,14 @@ def test_callback_state_restores_the_selection(tiny):
     score = response_loss_scorer(tokenizer)
     with torch.no_grad():
         base = score(load().eval(), samples)
-    reselector = Reselector(samples, base, 5, "iterit", "frozen", 10, score, top_ifd_selector)
+    reselector = Reselector(samples, base, 5, "iterit", "greedy", 10, score, top_ifd_selector)
     first = reselector.first()
     sampler = SelectionSampler(first.selection.indices)
     callback = ReselectionCallback(reselector, sampler, first)
-    callback.current = Reselector(samples, base, 5, "random", "frozen", 10, score, top_ifd_selector).first()
+    callback.current = Reselector(samples, base, 5, "random", "greedy", 10, score, top_ifd_selector).first()
     state = json.loads(json.dumps(callback.state_dict()))
     fresh_sampler = SelectionSampler(first.selection.indices)
-    fresh = ReselectionCallback(Reselector(samples, base, 5, "iterit", "frozen", 10, score, top_ifd_selector),
+    fresh = ReselectionCallback(Reselector(samples, base, 5, "iterit", "greedy", 10, score, top_ifd_selector),
                                 fresh_sampler, first)
     fresh.load_state_dict(state)
     assert fresh_sampler.indices.tolist() == callback.current.selection.indices.tolist()

@@ -162,7 +162,8 @@ def parse_config(command: str, config_class: type, argv: list[str], positional: 
     doc = COMMANDS[command][0]
     parser = HfArgumentParser(config_class, prog=f"iterit {command}", description=f"{doc}. Docs: {README}")
     given = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
-    parser.set_defaults(**{key: value for key, value in file_values.items() if key not in given})
+    defaults = {**preset_defaults(config_class, argv, file_values), **file_values}
+    parser.set_defaults(**{key: value for key, value in defaults.items() if key not in given})
     namespace, unknown = parser.parse_known_args(argv)
     if unknown:
         raise IterITError(f"unrecognised argument(s) {' '.join(unknown)}; see `iterit {command} --help`")
@@ -183,6 +184,19 @@ def _config_file(argv: Sequence[str]) -> str | None:
     if argv and not argv[0].startswith("-") and argv[0].endswith((".yaml", ".yml")):
         return argv[0]
     return None
+def preset_defaults(config_class: type, argv: list[str], file_values: dict[str, Any]) -> dict[str, Any]:
+    """The settings of ``--preset`` (a flag, else the YAML's ``preset`` key): defaults under the file and flags."""
+    from iterit.presets import preset_settings
+
+    name = file_values.get("preset")
+    for position, arg in enumerate(argv):
+        if arg in ("--preset", "--preset=") and position + 1 < len(argv):
+            name = argv[position + 1]
+        elif arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+    if name is None or not any(f.name == "preset" for f in dataclasses.fields(config_class)):
+        return {}
+    return preset_settings(name, config_class)
 
 
 def _rename_flag(arg: str, renamed: dict[str, str]) -> str:
@@ -264,6 +278,7 @@ def _data_options(config: Any) -> dict[str, Any]:
         "system_prompt": config.system_prompt,
         "skip_invalid": config.skip_invalid,
         "dedup": config.dedup,
+        "input_join": config.input_join,
     }
 
 
@@ -284,7 +299,7 @@ def run_score(config: Any) -> int:
         config.model, config.data, config.out,
         template=config.template, max_length=config.max_length, max_batch_tokens=config.max_batch_tokens,
         ifd_form=config.ifd_form, dtype=config.dtype, device=config.device, progress=not config.quiet,
-        **_data_options(config),
+        response_end=config.response_end, **_data_options(config),
     )
     resumed = f" ({summary['resumed_shards']} shards resumed)" if summary.get("resumed_shards") else ""
     _print(format_summary(summary) + f"\nwrote {summary['out']}{resumed}")
@@ -298,10 +313,23 @@ def run_select(config: Any) -> int:
         config.data, config.scores, config.budget, config.strategy, config.out,
         threshold=config.threshold, decay=config.decay, seed=config.seed, source_budget=config.source_budget,
         ngram_max=config.ngram_max, tfidf_options=_vectorizer_options(config.vectorizer),
-        data_options=_data_options(config),
+        data_options=_data_options(config), tfidf_suffix=tfidf_suffix(config.tfidf_text, config.eos_token),
+        budget_rounding=config.budget_rounding,
     )
     _print(text)
     return 0
+
+
+def tfidf_suffix(tfidf_text: str, eos_token: str | None) -> str:
+    """What ``--tfidf-text`` appends to every response before TF-IDF."""
+    if tfidf_text == "response":
+        return ""
+    if tfidf_text != "response+eos":
+        raise IterITError(f"--tfidf-text {tfidf_text!r}: use response or response+eos")
+    if not eos_token:
+        raise IterITError("--tfidf-text response+eos needs --eos-token, the tokenizer's eos string "
+                          "(Llama 3: '<|end_of_text|>')")
+    return eos_token
 
 
 def _vectorizer_options(name: str) -> dict[str, Any] | None:
@@ -350,7 +378,7 @@ def run_eval(config: Any) -> int:
         template=config.template, max_length=config.max_length, max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size, lm_eval=config.lm_eval, lm_eval_include=config.lm_eval_include,
         lm_eval_limit=config.lm_eval_limit, dtype=config.dtype, device=config.device, progress=not config.quiet,
-        **_data_options(config),
+        response_end=config.response_end, **_data_options(config),
     )
     _print(format_table(result) + (f"\nwrote {config.out}" if config.out else ""))
     return 0

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+TFIDF_TEXT_HELP = ("what TF-IDF is fitted on: response (default: the text that is scored, without a template token) "
+                   "| response+eos (the reference: output + the tokenizer's eos string, which adds n-grams with it)")
+BUDGET_ROUNDING_HELP = ("a share of N as a count: half-up (default: Dolly's 15,011 x 0.05 = 751) "
+                        "| floor (the reference's math.floor(N x ratio): 750)")
+
 
 def _help(text: str, **extra) -> dict:
     return {"help": text, **extra}
@@ -28,14 +33,43 @@ class DataArgs:
     system_prompt: str | None = field(default=None, metadata=_help("system message added to conversations without one (default: none)"))
     skip_invalid: bool = field(default=False, metadata=_help("keep the valid rows and report the bad ones, instead of stopping"))
     dedup: bool = field(default=False, metadata=_help("drop exact duplicates (default: keep them and let selection decide)"))
+    input_join: str = field(
+        default="blank-line",
+        metadata=_help("how an Alpaca input follows its instruction in the user turn: blank-line (instruction\\n\\ninput) "
+                       "| reference (instruction\\nInput: input, as the IterIT code)"),
+    )
 
 
 @dataclass
 class RenderArgs:
     """How conversations become tokens; the scorer, the trainer and eval must agree on it."""
 
-    template: str = field(default="auto", metadata=_help("auto (the tokenizer's chat template, else Alpaca) | chat | alpaca"))
-    max_length: int = field(default=2048, metadata=_help("tokens per sequence; the prompt's start is cut first"))
+    template: str = field(
+        default="auto",
+        metadata=_help("auto (the tokenizer's chat template, else Alpaca) | chat | alpaca (Stanford Alpaca's prompt, with "
+                       "its ### Input: block for records with an input) | llama-3.1 (Meta's format, built in: the reference's)"),
+    )
+    response_end: str = field(
+        default="template",
+        metadata=_help("what ends each response, for scoring and training alike: template (its end-of-turn token) "
+                       "| eos (response + the tokenizer's eos, after the generation prompt: the reference's target)"),
+    )
+    max_length: int = field(
+        default=2048,
+        metadata=_help("tokens per sequence: the prompt is kept whole and the response's end is cut; a sample whose "
+                       "prompt alone fills the limit cannot be scored (kept, never selected or trained on)"),
+    )
+
+
+@dataclass
+class PresetArgs:
+    """A named bundle of defaults (:mod:`iterit.presets`) under the YAML file and the flags."""
+
+    preset: str | None = field(
+        default=None,
+        metadata=_help("reference: the IterIT reference code's choices, each setting with its source (README, "
+                       "'Reference'); a YAML key or a flag overrides any of them (default: iterit's own defaults)"),
+    )
 
 
 @dataclass
@@ -56,7 +90,7 @@ class TinyModelConfig:
 
 
 @dataclass
-class ScoreConfig(DataArgs, RenderArgs):
+class ScoreConfig(DataArgs, RenderArgs, PresetArgs):
     """``iterit score``: IFD of every sample under a causal LM."""
 
     model: str = field(default="", metadata=_help("a local model folder or a cached Hugging Face id (required)"))
@@ -69,7 +103,7 @@ class ScoreConfig(DataArgs, RenderArgs):
 
 
 @dataclass
-class SelectConfig(DataArgs):
+class SelectConfig(DataArgs, PresetArgs):
     """``iterit select``: choose a subset by a strategy over the scores."""
 
     scores: str | None = field(default=None, metadata=_help("scores from `iterit score` (needed by iterit and ifd)"))
@@ -85,10 +119,14 @@ class SelectConfig(DataArgs):
         default="tfidf",
         metadata=_help("tfidf (exact vocabulary, scikit-learn's TfidfVectorizer) | hashing (bounded memory, for 500k+ samples)"),
     )
+    tfidf_text: str = field(default="response", metadata=_help(TFIDF_TEXT_HELP))
+    eos_token: str | None = field(default=None, metadata=_help("the tokenizer's eos string, for --tfidf-text response+eos "
+                                                                "(Llama 3: <|end_of_text|>)"))
+    budget_rounding: str = field(default="half-up", metadata=_help(BUDGET_ROUNDING_HELP))
 
 
 @dataclass
-class EvalConfig(DataArgs, RenderArgs):
+class EvalConfig(DataArgs, RenderArgs, PresetArgs):
     """``iterit eval``: held-out loss, exact match and containment."""
 
     model: str = field(default="", metadata=_help("the model folder to evaluate (required)"))
@@ -121,6 +159,7 @@ class DemoConfig:
     strategies: str = field(default="iterit,static,ifd,random,full", metadata=_help("strategies to compare, comma separated"))
     epochs: int = field(default=3, metadata=_help("epochs per strategy (the paper's 3)"))
     ratio: float = field(default=0.08, metadata=_help("per-epoch budget as a share of the data (5-10%%)"))
-    pool: str = field(default="frozen", metadata=_help("frozen (the reference; no measurable difference in benchmarks/quality.py) | rolling"))
+    pool: str = field(default="greedy", metadata=_help("greedy (the top u x B of the epoch-0 ranking) | reference (the reference "
+                                                        "code's window) | rolling; see `iterit train --help`"))
     cache: str = field(default=".cache/iterit", metadata=_help("where the pretrained base model is cached between runs"))
     overwrite: bool = field(default=False, metadata=_help("write into a folder that is not this demo's, replacing only what the demo writes there"))

@@ -32,7 +32,8 @@ from iterit.errors import IterITError
 
 logger = logging.getLogger(__name__)
 
-# The reference's settings: word 1- to 3-grams, L2-normalised rows, everything else scikit-learn's default.
+# The reference's vectorizer: word 1- to 3-grams, L2-normalised rows, everything else scikit-learn's default. The
+# reference fits it on output + eos_token; iterit on the bare response, unless ``--tfidf-text response+eos``.
 DEFAULT_TFIDF_OPTIONS: dict = {"ngram_range": (1, 3)}
 
 

@@ -280,6 +280,7 @@ def evaluate(
     batch_size: int = 16,
     system_prompt: str | None = None,
     progress: bool = True,
+    response_end: str = "template",
 ) -> EvalResult:
     """Evaluate a causal LM on held-out samples whose last assistant turn is the reference answer.
 
@@ -291,7 +292,8 @@ def evaluate(
         tokenizer: its tokenizer.
         samples: held-out samples; a ``family`` key in a sample's record adds a per-family breakdown.
         metrics: any of ``loss`` (response loss and perplexity), ``exact`` and ``contains`` (greedy answers).
-        template: the rendering, as in training: ``auto``, ``chat`` or ``alpaca``.
+        template: the rendering, as in training: ``auto``, ``chat``, ``alpaca`` or ``llama-3.1``.
+        response_end: ``template`` or ``eos``, as in training.
         max_length: tokens per sequence, as in training.
         max_new_tokens: the longest greedy answer.
         batch_size: prompts per generation batch.
@@ -309,7 +311,7 @@ def evaluate(
     if max_new_tokens < 1 or batch_size < 1:
         raise IterITError(f"--max-new-tokens {max_new_tokens} / --batch-size {batch_size}: both must be at least 1")
     rendered_all = render_samples(tokenizer, list(samples), template=template, max_length=max_length,
-                                  system_prompt=system_prompt)
+                                  system_prompt=system_prompt, response_end=response_end)
     keep = [i for i, r in enumerate(rendered_all) if r.reason is None]
     skipped: dict[str, int] = {}
     for r in rendered_all:
@@ -328,7 +330,8 @@ def evaluate(
         answers = _answers_in_eval_mode(model, tokenizer, rendered, max_new_tokens, batch_size, progress)
     rows = [_prediction(sample, answer, loss, tokens, chosen)
             for sample, answer, loss, tokens in zip(kept, answers, losses, n_tokens)]
-    settings = {"template": template, "max_length": max_length, "max_new_tokens": max_new_tokens,
+    settings = {"template": template, "response_end": response_end, "max_length": max_length,
+                "max_new_tokens": max_new_tokens,
                 "system_prompt": system_prompt, "n_samples": len(samples)}
     return EvalResult(_group_scores(rows, chosen), _grouped(rows, "source", chosen), _grouped(rows, "family", chosen),
                       rows, chosen, skipped, settings)
@@ -420,6 +423,8 @@ def eval_command(
     skip_invalid: bool = False,
     dedup: bool = False,
     progress: bool = True,
+    response_end: str = "template",
+    input_join: str = "blank-line",
 ) -> EvalResult:
     """``iterit eval``: load a model folder and held-out data, evaluate, and write the results as JSON.
 
@@ -439,10 +444,10 @@ def eval_command(
     if lm_eval_include and not Path(lm_eval_include).is_dir():
         raise IterITError(f"--lm-eval-include {lm_eval_include}: no such folder; give a folder of lm-eval task YAMLs")
     samples = load_samples(list(data), format=format, columns=columns, system_prompt=system_prompt,
-                           skip_invalid=skip_invalid, dedup=dedup).samples
+                           skip_invalid=skip_invalid, dedup=dedup, input_join=input_join).samples
     loaded, tokenizer = load_model(model, dtype=dtype, device=device)
     result = evaluate(loaded, tokenizer, samples, metrics=chosen, template=template, max_length=max_length,
-                      max_new_tokens=max_new_tokens, batch_size=batch_size, system_prompt=system_prompt,
+                      max_new_tokens=max_new_tokens, batch_size=batch_size, system_prompt=system_prompt, response_end=response_end,
                       progress=progress)
     result.settings.update({"model": model, "data": [str(d) for d in data]})
     if lm_eval:

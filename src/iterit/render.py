@@ -23,6 +23,11 @@ not cut to make room for the response because the conditioned loss is only meani
 instruction it is conditioned on: a clipped instruction inflates IFD and would draw selection to
 exactly the damaged samples. The response alone is cut to the same response characters, so both
 losses are taken over the same text.
+
+``response_end="eos"`` (the reference's training target, ``output + eos_token``) replaces the template's
+rendering of the last turn: the text is the prompt with the generation prompt, then the response as written
+and the tokenizer's eos; the response alone is the lone turn's header, the response and eos. Scoring and
+training then share that one terminator.
 """
 
 from __future__ import annotations
@@ -39,10 +44,28 @@ from iterit.errors import IterITError
 
 logger = logging.getLogger(__name__)
 
-TEMPLATES = ("auto", "chat", "alpaca")
+TEMPLATES = ("auto", "chat", "alpaca", "llama-3.1")
+RESPONSE_ENDS = ("template", "eos")
 IGNORE_INDEX = -100  # the label PyTorch's cross-entropy (and every HF model) skips
 ALPACA_PREAMBLE = ("Below is an instruction that describes a task. "
                    "Write a response that appropriately completes the request.")
+# Stanford Alpaca's prompt for records with an input (its PROMPT_DICT["prompt_input"]).
+ALPACA_INPUT_PREAMBLE = ("Below is an instruction that describes a task, paired with an input that provides further "
+                         "context. Write a response that appropriately completes the request.")
+# Meta's Llama 3.1 chat format without tools, for base tokenizers that ship none (the IterIT reference trains
+# Llama-3-8B with it): a system block with the knowledge and "today" dates always first, then one
+# header + trimmed content + <|eot_id|> per turn.
+LLAMA_31_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] | trim %}"
+    "{% set turns = messages[1:] %}{% else %}{% set system = '' %}{% set turns = messages %}{% endif %}"
+    "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+    "Today Date: 26 Jul 2024\n\n{{ system }}<|eot_id|>"
+    "{% for m in turns %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] | trim }}"
+    "<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+BUILTIN_CHAT_TEMPLATES = {"llama-3.1": LLAMA_31_TEMPLATE}
 RENDER_BATCH = 1024  # samples rendered and tokenized per batched call: fast, and memory stays flat
 
 
@@ -98,23 +121,27 @@ def labels_for(rendered: RenderedSample) -> list[int]:
 
 
 def render_sample(tokenizer: Any, sample: Sample, *, template: str = "auto", max_length: int = 2048,
-                  system_prompt: str | None = None) -> RenderedSample:
+                  system_prompt: str | None = None, response_end: str = "template") -> RenderedSample:
     """Render one sample; see :func:`render_samples` (use that for many: it batches the tokenizer)."""
     return render_samples(tokenizer, [sample], template=template, max_length=max_length,
-                          system_prompt=system_prompt)[0]
+                          system_prompt=system_prompt, response_end=response_end)[0]
 
 
 def render_samples(tokenizer: Any, samples: Sequence[Sample], *, template: str = "auto", max_length: int = 2048,
-                   system_prompt: str | None = None) -> list[RenderedSample]:
+                   system_prompt: str | None = None, response_end: str = "template") -> list[RenderedSample]:
     """Render samples to token ids with the response span, conditioned and alone, in input order.
 
     Args:
         tokenizer: a *fast* Hugging Face tokenizer (character offsets are needed to find the span).
         samples: the conversations; the last message of each is the assistant response to score.
-        template: ``"chat"`` (the tokenizer's chat template), ``"alpaca"`` (the built-in Alpaca prompt) or
-            ``"auto"`` (chat when the tokenizer has a template, else Alpaca).
+        template: ``"chat"`` (the tokenizer's chat template), ``"alpaca"`` (the built-in Alpaca prompt),
+            ``"llama-3.1"`` (the built-in Llama 3.1 chat format) or ``"auto"`` (chat when the tokenizer has a
+            template, else Alpaca).
         max_length: the most tokens a rendered sequence may have; see the module docstring for what is cut.
         system_prompt: a system message put first in conversations that have none.
+        response_end: what ends the response, in training and scoring alike: ``"template"`` (the template's
+            end-of-turn token(s)) or ``"eos"`` (the prompt rendered with the generation prompt, then the
+            response as written and the tokenizer's eos: the reference's ``output + eos_token``).
 
     Returns:
         One :class:`RenderedSample` per sample. Samples that cannot be scored (empty response, response
@@ -124,15 +151,14 @@ def render_samples(tokenizer: Any, samples: Sequence[Sample], *, template: str =
         IterITError: a slow tokenizer, an unknown template, ``"chat"`` without a chat template, or a bad
             ``max_length``.
     """
-    validate_options(tokenizer, template, max_length)
-    renderer = (ChatRenderer(tokenizer) if resolve_template(tokenizer, template) == "chat"
-                else AlpacaRenderer(tokenizer))
+    validate_options(tokenizer, template, max_length, response_end)
+    renderer = make_renderer(tokenizer, template, response_end)
     backend = offsets_backend(tokenizer)
     rendered: list[RenderedSample] = []
     for begin in range(0, len(samples), RENDER_BATCH):
         batch = samples[begin:begin + RENDER_BATCH]
         conversations = [with_system_prompt(sample.messages, system_prompt) for sample in batch]
-        texts = renderer.conversations(conversations)
+        texts = renderer.conversations(conversations, [sample.alpaca_fields for sample in batch])
         priors = renderer.responses_alone([conversation[-1] for conversation in conversations])
         full_tokens = backend.encode_batch([t.text for t in texts], add_special_tokens=False)
         prior_tokens = backend.encode_batch([t.text for t in priors], add_special_tokens=False)
@@ -145,10 +171,12 @@ def render_samples(tokenizer: Any, samples: Sequence[Sample], *, template: str =
 # ---------------------------------------------------------------- options
 
 
-def validate_options(tokenizer: Any, template: str, max_length: int) -> None:
+def validate_options(tokenizer: Any, template: str, max_length: int, response_end: str = "template") -> None:
     """Check the settings once, at the door, with the flag the user typed in each message."""
     if template not in TEMPLATES:
         raise IterITError(f"--template {template!r}: unknown template; choose one of {', '.join(TEMPLATES)}")
+    if response_end not in RESPONSE_ENDS:
+        raise IterITError(f"--response-end {response_end!r}: choose one of {', '.join(RESPONSE_ENDS)}")
     if not isinstance(max_length, int) or max_length < 2:
         raise IterITError(f"--max-length {max_length!r}: must be an integer >= 2 (a prompt token and a response token)")
     if not getattr(tokenizer, "is_fast", False):
@@ -157,6 +185,15 @@ def validate_options(tokenizer: Any, template: str, max_length: int) -> None:
             "without character offsets, which iterit needs to find response spans; load it with "
             "AutoTokenizer.from_pretrained(..., use_fast=True) (and `pip install tokenizers sentencepiece` "
             "if no fast version loads)")
+
+
+def make_renderer(tokenizer: Any, template: str, response_end: str = "template") -> ChatRenderer | AlpacaRenderer:
+    """The renderer for ``--template`` (and ``--response-end`` for chat templates)."""
+    if template in BUILTIN_CHAT_TEMPLATES:
+        return ChatRenderer(tokenizer, chat_template=BUILTIN_CHAT_TEMPLATES[template], response_end=response_end)
+    if resolve_template(tokenizer, template) == "chat":
+        return ChatRenderer(tokenizer, response_end=response_end)
+    return AlpacaRenderer(tokenizer)
 
 
 def resolve_template(tokenizer: Any, template: str) -> str:
@@ -224,33 +261,48 @@ class ChatRenderer:
     the tokenizer has none, so a token always precedes the response.
     """
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, *, chat_template: str | None = None, response_end: str = "template"):
         self.tokenizer = tokenizer
+        self.chat_template = chat_template  # None: the tokenizer's own
+        self.ends_with_eos = response_end == "eos"
         probes = [self._try_render([{"role": "assistant", "content": c}], add_generation_prompt=False)
                   for c in ("A", "B")]
         self.lone_turn_prompt = (None if None in probes
                                  else probes[0][: common_prefix_length(probes[0], probes[1])])
 
-    def conversations(self, conversations: list[list[dict[str, str]]]) -> list[RenderedText]:
+    def conversations(self, conversations: list[list[dict[str, str]]],
+                      alpaca_fields: Sequence[Any] | None = None) -> list[RenderedText]:
+        """The conversations' texts and response spans (``alpaca_fields`` concern the Alpaca prompt only)."""
         try:
-            fulls = self.render_batch(conversations, add_generation_prompt=False)
             prompts = self.render_batch([c[:-1] for c in conversations], add_generation_prompt=True)
+            fulls = self.full_texts(conversations, prompts)
         except Exception:  # one bad conversation fails the batch: find it by rendering one by one
             return [self.conversation(c) for c in conversations]
         return [response_text_span(full, prompt) for full, prompt in zip(fulls, prompts)]
 
     def conversation(self, messages: list[dict[str, str]]) -> RenderedText:
         try:
-            full = self.render_batch([messages], add_generation_prompt=False)[0]
             prompt = self.render_batch([messages[:-1]], add_generation_prompt=True)[0]
+            full = self.full_texts([messages], [prompt])[0]
         except Exception as error:  # the template's own message tells the user what it refused
             return RenderedText("", 0, 0, problem=f"chat template failed: {type(error).__name__}: {error}")
         return response_text_span(full, prompt)
+
+    def full_texts(self, conversations: list[list[dict[str, str]]], prompts: list[str]) -> list[str]:
+        """Whole conversations: the template's rendering, or (``response_end="eos"``) prompt + response + eos."""
+        if not self.ends_with_eos:
+            return self.render_batch(conversations, add_generation_prompt=False)
+        eos = self.tokenizer.eos_token or ""
+        return [prompt + conversation[-1]["content"] + eos for prompt, conversation in zip(prompts, conversations)]
 
     def responses_alone(self, responses: list[dict[str, str]]) -> list[RenderedText]:
         contents = [response["content"] for response in responses]
         if not self.lone_turn_prompt:
             return [separator_wrapped(self.tokenizer, content) for content in contents]
+        if self.ends_with_eos:  # the lone turn's header, then the response as the conversation ends it
+            eos = self.tokenizer.eos_token or ""
+            return [response_text_span(self.lone_turn_prompt + content + eos, self.lone_turn_prompt)
+                    for content in contents]
         turns = [[{"role": "assistant", "content": content}] for content in contents]
         try:
             fulls: list[str | None] = list(self.render_batch(turns, add_generation_prompt=False))
@@ -266,14 +318,14 @@ class ChatRenderer:
     def render_batch(self, conversations: list[list[dict[str, str]]], *, add_generation_prompt: bool) -> list[str]:
         if not conversations:
             return []
-        rendered = self.tokenizer.apply_chat_template(conversations, tokenize=False,
+        rendered = self.tokenizer.apply_chat_template(conversations, tokenize=False, chat_template=self.chat_template,
                                                       add_generation_prompt=add_generation_prompt)
         return list(rendered)
 
     def _try_render(self, messages: list[dict[str, str]], *, add_generation_prompt: bool) -> str | None:
         """The template's text for ``messages``, or None where the template refuses them."""
         try:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False,
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, chat_template=self.chat_template,
                                                       add_generation_prompt=add_generation_prompt)
         except Exception:  # a template may refuse a lone assistant turn in any way it likes
             return None
@@ -293,8 +345,9 @@ def separator_wrapped(tokenizer: Any, response: str) -> RenderedText:
 class AlpacaRenderer:
     """The built-in Alpaca prompt for tokenizers without a chat template.
 
-    ``{BOS}{preamble}\\n\\n### Instruction:\\n{user}\\n\\n### Response:\\n{response}{eos}``. A system message
-    replaces the preamble. Multi-turn conversations repeat the Instruction/Response blocks, earlier
+    ``{BOS}{preamble}\\n\\n### Instruction:\\n{user}\\n\\n### Response:\\n{response}{eos}``. A record with an
+    input gets Stanford Alpaca's own form: the paired-input preamble and an ``### Input:`` block after the
+    instruction. A system message replaces the preamble. Multi-turn conversations repeat the Instruction/Response blocks, earlier
     responses followed by a blank line (as LLaMA-Factory's alpaca template does), so every earlier turn
     becomes part of the prompt and only the last response is scored. The response alone is BOS + response
     + eos (see :func:`separator_wrapped`), as the IFD reference computes it.
@@ -305,14 +358,22 @@ class AlpacaRenderer:
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
 
-    def conversations(self, conversations: list[list[dict[str, str]]]) -> list[RenderedText]:
-        return [self.conversation(messages) for messages in conversations]
+    def conversations(self, conversations: list[list[dict[str, str]]],
+                      alpaca_fields: Sequence[tuple[str, str] | None] | None = None) -> list[RenderedText]:
+        fields = alpaca_fields or [None] * len(conversations)
+        return [self.conversation(messages, pair) for messages, pair in zip(conversations, fields)]
 
-    def conversation(self, messages: list[dict[str, str]]) -> RenderedText:
+    def conversation(self, messages: list[dict[str, str]], fields: tuple[str, str] | None = None) -> RenderedText:
+        """One conversation; ``fields`` = ``(instruction, input)`` renders the single user turn with ``### Input:``."""
+        users = [k for k, m in enumerate(messages) if m["role"] == "user"]
+        paired = fields is not None and len(users) == 1
         parts = [self.tokenizer.bos_token or ""]
         if not any(m["role"] == "system" for m in messages):
-            parts.append(ALPACA_PREAMBLE + "\n\n")
+            parts.append((ALPACA_INPUT_PREAMBLE if paired else ALPACA_PREAMBLE) + "\n\n")
         for message in messages[:-1]:
+            if paired and message["role"] == "user":
+                parts.append(f"{self.HEADERS['user']}{fields[0]}\n\n### Input:\n{fields[1]}\n\n")
+                continue
             parts.append(self.block(message) + "\n\n")
         parts.append(self.HEADERS["assistant"])
         prompt = "".join(parts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from iterit.data import Sample
+from iterit.errors import IterITError
 from iterit.scoring import ScoreTable
 from iterit.selection import Selection
 
@@ -43,31 +45,50 @@ STRATEGIES: dict[str, Strategy] = {
     "full": Strategy("full", rescore=False),
 }
 
+POOLS = ("reference", "greedy", "rolling")
+POOL_HELP = (
+    "which u x B samples are re-scored after each epoch. greedy (default, as the paper describes it and every "
+    "place goes to a candidate): the top u x B of the epoch-0 IFD x diversity greedy, fixed after epoch 0: the "
+    "paper's wording, the 'top-ranked samples'. reference: "
+    "positions [0, u x B) of the reference code's epoch-0 window [the B picks | every IFD >= threshold sample | "
+    "the other candidates by IFD alone], fixed after epoch 0: what JiaQiSJTU/IterIT runs. rolling: the top "
+    "u x B re-ranked from the latest scores before each re-scoring. (frozen: the old name of greedy)"
+)
+
 ScoreFn = Callable[[Any, Sequence[Sample]], ScoreTable]
 SelectFn = Callable[..., Selection]
+
+def resolve_pool(pool: str) -> str:
+    """The pool layout's current name: ``frozen`` (renamed ``greedy``) still works, with a warning."""
+    if pool == "frozen":
+        warnings.warn("--pool frozen is now --pool greedy (the same layout: the top u x B of the epoch-0 greedy); "
+                      "it is not the reference code's pool, which is --pool reference", FutureWarning, stacklevel=2)
+        return "greedy"
+    if pool not in POOLS:
+        raise IterITError(f"--pool {pool!r}: not one of {', '.join(POOLS)}; see `iterit train --help`")
+    return pool
+
 
 # ---------------------------------------------------------------- score tables
 
 
 def take_rows(table: ScoreTable, rows: np.ndarray) -> ScoreTable:
     """The rows ``rows`` of ``table``, in that order."""
-    rows = np.asarray(rows, dtype=np.int64)
-    return ScoreTable(
-        ids=[table.ids[i] for i in rows],
-        sources=[table.sources[i] for i in rows],
-        ifd=table.ifd[rows].copy(),
-        loss_cond=table.loss_cond[rows].copy(),
-        loss_prior=table.loss_prior[rows].copy(),
-        n_response_tokens=table.n_response_tokens[rows].copy(),
-        truncated=table.truncated[rows].copy(),
-        reasons=[table.reasons[i] for i in rows],
-        stats=dict(table.stats),
-    )
+    return table.take(rows)
 
 
 def put_rows(table: ScoreTable, rows: np.ndarray, update: ScoreTable) -> ScoreTable:
-    """A copy of ``table`` whose rows ``rows`` are replaced by ``update`` (same length as ``rows``)."""
-    merged = take_rows(table, np.arange(len(table.ids)))
+    """A copy of ``table`` whose rows ``rows`` are replaced by ``update`` (same samples, same order).
+
+    Raises:
+        ValueError: ``update``'s ids are not those of ``rows``: a score would land on another sample.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    expected = [table.ids[i] for i in rows]
+    if list(update.ids) != expected:
+        raise ValueError(f"put_rows: the update's ids {list(update.ids)[:3]}... are not those of the rows "
+                         f"{expected[:3]}...; align it with ScoreTable.aligned_to first")
+    merged = table.take(np.arange(len(table.ids)))
     for column in ("ifd", "loss_cond", "loss_prior", "n_response_tokens", "truncated"):
         getattr(merged, column)[rows] = getattr(update, column)
     for position, row in enumerate(rows):
@@ -94,6 +115,7 @@ class EpochPick:
         scored: the indices scored for this epoch (all samples in epoch 0, the pool later, none for
             strategies that do not re-score).
         score_s: seconds spent scoring; select_s: seconds spent selecting.
+        qualified: pool samples the rule could pick after re-scoring (None where nothing was re-scored).
     """
 
     epoch: int
@@ -102,6 +124,7 @@ class EpochPick:
     scored: np.ndarray
     score_s: float = 0.0
     select_s: float = 0.0
+    qualified: int | None = None
 
 
 @dataclass
@@ -109,18 +132,22 @@ class Reselector:
     """The strategy's rule for choosing B samples each epoch, independent of any trainer.
 
     ``table`` holds the latest known score of every sample: the base model's, overwritten by each
-    re-scoring of the pool. A *frozen* pool is fixed after epoch 0 (the first u x B of the ranking, whose
-    head is the first selection); a *rolling* pool is re-ranked from ``table`` before each re-scoring.
-    The pool is ranked with the strategy's own rule (greedy IFD x diversity for ``iterit``, IFD for
-    ``ifd-iterative``), so the greedy's first u x B picks are "the top u x B by the selection score".
+    re-scoring of the pool. Three pool layouts (:data:`POOL_HELP`):
+
+    * ``greedy``: fixed after epoch 0, the first u x B of the strategy's own ranking (greedy IFD x diversity
+      for ``iterit``, IFD for ``ifd-iterative``), whose head is the first selection: "the top u x B by the
+      selection score", as the paper words it;
+    * ``reference``: fixed after epoch 0, the first u x B of the reference code's window (see
+      :func:`reference_window`), which puts every IFD >= threshold sample right after the B picks;
+    * ``rolling``: the strategy's ranking of ``table``, recomputed before each re-scoring.
 
     Args:
         samples: all samples, in data-set order.
         table: their scores (one row per sample).
         budget: B, samples per epoch.
         strategy: a key of :data:`STRATEGIES`.
-        pool: ``frozen`` or ``rolling``.
-        pool_size: u x B, already clamped to the number of valid samples.
+        pool: ``reference``, ``greedy`` or ``rolling`` (``frozen``: the old name of ``greedy``).
+        pool_size: u x B, already clamped (:func:`pool_size_for`).
         score_fn: ``score_fn(model, samples) -> ScoreTable``; the model is in eval mode, without grads.
         select_fn: :func:`iterit.selection.select_samples` (or anything with its signature).
         select_options: passed to ``select_fn`` (threshold, decay, seed).
@@ -137,6 +164,11 @@ class Reselector:
     select_options: dict[str, Any] = field(default_factory=dict)
     frozen_pool_: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        # The API boundary: a table in any row order is matched to the samples by id, once.
+        self.table = self.table.aligned_to([sample.id for sample in self.samples], flag="scores")
+        self.pool = resolve_pool(self.pool)
+
     @property
     def rescores(self) -> bool:
         return STRATEGIES[self.strategy].rescore
@@ -148,11 +180,14 @@ class Reselector:
         )
 
     def first(self) -> EpochPick:
-        """Epoch 0: B picks from every sample, and (for re-scoring strategies) the frozen pool."""
+        """Epoch 0: B picks from every sample, and (for re-scoring strategies) the pool fixed after epoch 0."""
         started = time.perf_counter()
         selection = self._select(self.budget)
-        if self.rescores and self.pool == "frozen":
+        if self.rescores and self.pool == "greedy":
             self.frozen_pool_ = self._select(self.pool_size).indices.copy()
+        if self.rescores and self.pool == "reference":
+            window = reference_window(self.table, selection.indices, self._threshold())
+            self.frozen_pool_ = window[: self.pool_size].copy()
         everything = np.arange(len(self.samples))
         return EpochPick(0, selection, everything, everything, select_s=time.perf_counter() - started)
 
@@ -165,14 +200,30 @@ class Reselector:
         ranked_s = time.perf_counter() - started
         started = time.perf_counter()
         fresh = self.score_fn(model, [self.samples[i] for i in pool])
+        fresh = fresh.aligned_to([self.samples[i].id for i in pool], flag="score_fn's table")
         self.table = put_rows(self.table, pool, fresh)
         score_s = time.perf_counter() - started
         started = time.perf_counter()
-        selection = self._select(self.budget, candidates=pool)
+        qualified = self._qualified(pool)
+        selection = self._select(self.budget, candidates=pool) if qualified else _no_selection()
         if len(selection.indices) < self.budget:
             selection = self._top_up(selection, previous.selection, pool)
         select_s = time.perf_counter() - started + ranked_s
-        return EpochPick(epoch, selection, pool, pool, score_s=score_s, select_s=select_s)
+        return EpochPick(epoch, selection, pool, pool, score_s=score_s, select_s=select_s, qualified=qualified)
+
+    def _qualified(self, pool: np.ndarray) -> int:
+        """Pool samples the rule may pick: scored, and under the threshold when it ranks by IFD.
+
+        Zero is possible (every fresh IFD >= 1, or no score): the epoch is then topped up rather than
+        stopped, since the run has already paid for the epoch that led here.
+        """
+        ifd = self.table.ifd[pool]
+        return int((np.isfinite(ifd) & (ifd < self._threshold())).sum())
+
+    def _threshold(self) -> float:
+        """The IFD a candidate must stay below: the threshold for rules that rank by IFD, else none."""
+        ranks_by_ifd = STRATEGIES[self.strategy].select in ("iterit", "ifd")
+        return self.select_options.get("threshold", 1.0) if ranks_by_ifd else math.inf
 
     def _top_up(self, selection: Selection, previous: Selection, pool: np.ndarray) -> Selection:
         """Fill a short selection up to B, so the sampler's length (and the LR schedule) holds.
@@ -200,14 +251,40 @@ class Reselector:
         )
 
     def _current_pool(self) -> np.ndarray:
-        if self.pool == "frozen":
-            return self.frozen_pool_
-        return self._select(self.pool_size).indices.copy()
+        if self.pool == "rolling":
+            return self._select(self.pool_size).indices.copy()
+        return self.frozen_pool_
+
+
+def reference_window(table: ScoreTable, picks: np.ndarray, threshold: float) -> np.ndarray:
+    """The reference code's epoch-0 arrangement of the data, whose first u x B positions it re-scores.
+
+    ``SupervisedDataset.update`` (JiaQiSJTU/IterIT, ``src/data_utils.py``) lays the samples out as
+    ``[the B picks | every sample with IFD >= threshold, in data order | the other candidates by IFD alone,
+    highest first]``; the trainer then re-scores positions ``[0, u x B)`` every later epoch. So when more
+    than (u - 1) x B samples have IFD >= 1, the pool holds no fresh candidate at all. Unscorable samples
+    (no IFD) are in no position: the reference drops them from the data (NaN compares false both ways);
+    iterit keeps them, never picked, and does not spend pool places re-scoring what cannot be scored.
+    """
+    ifd = table.ifd
+    scored = np.isfinite(ifd)
+    picked = np.zeros(len(ifd), dtype=bool)
+    picked[picks] = True
+    unhelpful = np.flatnonzero(scored & (ifd >= threshold))
+    rest = np.flatnonzero(scored & (ifd < threshold) & ~picked)
+    rest = rest[np.lexsort((rest, -ifd[rest]))]  # by IFD, highest first; ties in data order
+    return np.concatenate([np.asarray(picks, dtype=np.int64), unhelpful, rest]).astype(np.int64)
+
+
+def _no_selection() -> Selection:
+    empty = np.zeros(0)
+    return Selection(np.zeros(0, dtype=np.int64), empty, empty, empty, params={}, summary={"n_candidates": 0})
 
 
 def selection_dynamics(samples: Sequence[Sample], pick: EpochPick, previous: EpochPick | None,
                        first: EpochPick) -> dict[str, Any]:
-    """Overlap with the previous epoch, the share not in the epoch-0 top-B, and the per-source mix."""
+    """Overlap with the previous epoch, the share not in the epoch-0 top-B, the per-source mix, and how many
+    pool samples qualified after re-scoring and how many picks were topped up from the previous epoch."""
     chosen = set(pick.selection.indices.tolist())
     budget = len(chosen)
     overlap = len(chosen & set(previous.selection.indices.tolist())) / budget if previous else None
@@ -222,6 +299,8 @@ def selection_dynamics(samples: Sequence[Sample], pick: EpochPick, previous: Epo
         "share_not_in_epoch0_top": new_vs_first,
         "source_mix": {source: mix[source] / budget for source in sorted(mix)},
         "source_counts": dict(sorted(mix.items())),
+        "qualified": pick.qualified,
+        "topped_up": int(pick.selection.params.get("topped_up", 0)),
     }
 
 
@@ -285,6 +364,12 @@ def clamp_pool_size(update_ratio: float, budget: int, table: ScoreTable, thresho
                        update_ratio, budget, wanted, available, available)
         return available
     return max(wanted, budget)
+
+
+def pool_size_for(pool: str, update_ratio: float, budget: int, table: ScoreTable, threshold: float) -> int:
+    """u x B clamped to what the layout can hold: the candidates, or every scored sample for ``reference``
+    (its window includes the IFD >= threshold samples)."""
+    return clamp_pool_size(update_ratio, budget, table, math.inf if resolve_pool(pool) == "reference" else threshold)
 
 
 def steps_per_epoch(budget: int, per_device_batch_size: int, world_size: int, accumulation: int) -> int:

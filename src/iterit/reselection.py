@@ -46,7 +46,7 @@ from iterit.rescoring import (
     Reselector,
     ScoreFn,
     SelectFn,
-    clamp_pool_size,
+    pool_size_for,
     score_rows,
     score_with,
     scorer_for,
@@ -341,7 +341,7 @@ class ReselectionCallback(TrainerCallback):
     # --- resume
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue: current/previous picks, the frozen pool, the latest scores."""
+        """Everything needed to continue: current/previous picks, the fixed pool, the latest scores."""
         table = self.reselector.table
         return {
             "current": _pick_state(self.current),
@@ -428,6 +428,7 @@ def _pick_state(pick: EpochPick) -> dict[str, Any]:
         "scored": pick.scored.tolist(),
         "score_s": pick.score_s,
         "select_s": pick.select_s,
+        "qualified": pick.qualified,
     }
 
 
@@ -440,7 +441,8 @@ def _pick_from_state(state: dict[str, Any]) -> EpochPick:
         params=state["params"],
     )
     return EpochPick(state["epoch"], selection, np.asarray(state["pool"], dtype=np.int64),
-                     np.asarray(state["scored"], dtype=np.int64), state["score_s"], state["select_s"])
+                     np.asarray(state["scored"], dtype=np.int64), state["score_s"], state["select_s"],
+                     state.get("qualified"))
 
 
 def _gradients_finite(model: torch.nn.Module) -> bool:
@@ -456,23 +458,71 @@ def _gradients_finite(model: torch.nn.Module) -> bool:
 # ---------------------------------------------------------------- installing it in a Trainer
 
 
+LOSS_WEIGHTINGS = ("token", "sample")
+
+
+def per_sample_response_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's mean cross-entropy over its labelled (response) tokens, and whether it has any.
+
+    Labels are aligned with the inputs (HF convention): position ``t`` predicts ``labels[t + 1]``. Computed in
+    float32, as the models' own loss is.
+    """
+    targets = labels[:, 1:]
+    token_loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets,
+                                                   ignore_index=IGNORE_INDEX, reduction="none")
+    mask = targets != IGNORE_INDEX
+    counts = mask.sum(dim=1)
+    return (token_loss * mask).sum(dim=1) / counts.clamp(min=1), counts > 0
+
+
 class IterITTrainer(Trainer):
-    """A ``Trainer`` whose training sampler is a :class:`SelectionSampler` (everything else unchanged).
+    """A ``Trainer`` whose training sampler is a :class:`SelectionSampler`, with an optional per-sample loss.
+
+    ``loss_weighting="token"`` keeps the model's own loss: transformers >= 5 averages it over every response
+    token of the accumulated batch, so a long response weighs more than a short one. ``"sample"`` gives every
+    sample the same weight whatever the batch shape: the optimizer step's loss is the mean, over the samples of
+    the accumulated batch, of each response's mean token loss (what the reference gets from batch 1 with
+    accumulation 32 on transformers 4). Under DDP each rank averages its own samples and DDP averages the
+    ranks, which is the same when ranks hold as many samples (accelerate evens out the last batch).
 
     Args:
         selection_sampler: the sampler to iterate; pass the callback in ``callbacks=[...]`` as usual.
+        loss_weighting: ``token`` (the default) or ``sample``.
     """
 
-    def __init__(self, *args: Any, selection_sampler: SelectionSampler, **kwargs: Any):
+    def __init__(self, *args: Any, selection_sampler: SelectionSampler, loss_weighting: str = "token", **kwargs: Any):
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise IterITError(f"--loss-weighting {loss_weighting!r}: not one of {', '.join(LOSS_WEIGHTINGS)}")
         super().__init__(*args, **kwargs)
         self.selection_sampler = selection_sampler
         for callback in self.callback_handler.callbacks:
             if isinstance(callback, ReselectionCallback):
                 callback.attach(self)
+        self.loss_weighting = loss_weighting
+        self._samples_in_step = 1
+        if loss_weighting == "sample":
+            self.loss_is_scaled_for_ga = True  # compute_loss divides by the samples of the whole step
 
     def _get_train_sampler(self, *args: Any, **kwargs: Any) -> SelectionSampler:
         # transformers >= 4.53 passes the dataset; older versions pass nothing.
         return self.selection_sampler
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> tuple[list, Any]:
+        """The Trainer's micro-batches for one optimizer step; also counts their samples with a response."""
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.loss_weighting == "sample":
+            self._samples_in_step = max(1, sum(int((b["labels"] != IGNORE_INDEX).any(dim=1).sum()) for b in batches))
+        return batches, num_items
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        if self.loss_weighting == "token":
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        losses, _ = per_sample_response_loss(outputs.logits, inputs["labels"])
+        loss = losses.sum() / self._samples_in_step
+        return (loss, outputs) if return_outputs else loss
 
 
 def install_reselection(
@@ -483,7 +533,7 @@ def install_reselection(
     score_fn: ScoreFn,
     select_fn: SelectFn | None = None,
     strategy: str = "iterit",
-    pool: str = "frozen",
+    pool: str = "greedy",
     update_ratio: float = 3.0,
     scores: ScoreTable | None = None,
     select_options: dict[str, Any] | None = None,
@@ -506,9 +556,11 @@ def install_reselection(
         score_fn: ``score_fn(model, samples) -> ScoreTable``, e.g. ``scorer_for(tokenizer, max_length=...)``.
         select_fn: defaults to :func:`iterit.selection.select_samples`.
         strategy: a key of :data:`STRATEGIES`.
-        pool: ``frozen`` or ``rolling``.
+        pool: ``greedy`` (the top u x B of the epoch-0 ranking), ``reference`` (the reference code's window)
+            or ``rolling``; see :data:`iterit.rescoring.POOL_HELP`.
         update_ratio: u; the pool holds u x B samples (clamped to the valid samples).
-        scores: scores of ``samples`` under the starting model, if already computed.
+        scores: scores of ``samples`` under the starting model, if already computed; any row order (matched
+            by id with :meth:`ScoreTable.aligned_to`).
         select_options: extra keyword arguments for ``select_fn`` (threshold, decay, seed).
         run_dir: write ``epochs/<e>/`` artefacts there.
         seed: shuffle seed of the sampler (defaults to ``trainer.args.seed``).
@@ -523,8 +575,10 @@ def install_reselection(
     check_rows_line_up(trainer, len(samples))
     if scores is None:
         scores = score_with(trainer.model, score_fn, samples)
+    scores = scores.aligned_to([sample.id for sample in samples], flag="install_reselection(scores=...)")
     threshold = (select_options or {}).get("threshold", 1.0)
-    pool_size = clamp_pool_size(update_ratio, budget, scores, threshold) if STRATEGIES[strategy].rescore else budget
+    pool_size = (pool_size_for(pool, update_ratio, budget, scores, threshold)
+                 if STRATEGIES[strategy].rescore else budget)
     reselector = Reselector(
         samples, scores, budget, strategy, pool, pool_size,
         score_fn, select_fn, dict(select_options or {}),

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 STRATEGY_NAMES = ("iterit", "ifd", "random", "longest", "full")
 NEEDS_IFD = ("iterit", "ifd")
+ROUNDINGS = ("half-up", "floor")
 OTHER_SOURCES = "(other sources)"
 
 
@@ -65,14 +66,21 @@ class Selection:
     summary: dict = field(default_factory=dict)
 
 
-def resolve_budget(budget: float | int, n: int, flag: str = "--budget") -> int:
-    """A budget as a count: ``0 < x < 1`` is a share of ``n`` (rounded, at least 1), ``x >= 1`` a count."""
+def resolve_budget(budget: float | int, n: int, flag: str = "--budget", rounding: str = "half-up") -> int:
+    """A budget as a count: ``0 < x < 1`` is a share of ``n`` (at least 1), ``x >= 1`` a count.
+
+    ``rounding`` turns a share into a count: ``half-up`` (iterit's default: Dolly's 15,011 x 0.05 gives 751)
+    or ``floor`` (the reference's ``math.floor(N * ratio)``: 750). ``floor`` ignores the last 1e-9, so a
+    share that is exact in decimal (0.29 x 100) is not cut by its binary rounding error.
+    """
+    if rounding not in ROUNDINGS:
+        raise IterITError(f"--budget-rounding {rounding!r}: not one of {', '.join(ROUNDINGS)}")
     if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)):
         raise IterITError(f"{flag}: {budget!r} is not a number; give a share (0.05) or a count (2600)")
     if not math.isfinite(budget) or budget <= 0:
         raise IterITError(f"{flag}: {budget} must be above 0; give a share (0.05) or a count (2600)")
     if budget < 1:
-        return max(1, int(math.floor(budget * n + 0.5)))
+        return max(1, int(math.floor(budget * n + (0.5 if rounding == "half-up" else 1e-9))))
     if budget != int(budget):
         raise IterITError(f"{flag}: {budget} is neither a share below 1 nor a whole count; e.g. 0.05 or 2600")
     return int(budget)
@@ -105,41 +113,8 @@ def parse_source_budget(spec: str | dict[str, float] | None) -> dict[str, float]
 
 
 def align_scores(samples: Sequence[Sample], scores: ScoreTable) -> ScoreTable:
-    """The score table reordered to the samples' order, matched by id; a mismatch is an IterITError."""
-    ids = [s.id for s in samples]
-    if list(scores.ids) == ids:
-        return scores
-    position = {sample_id: row for row, sample_id in enumerate(scores.ids)}
-    missing = [i for i in ids if i not in position]
-    known = set(ids)
-    unknown = [i for i in scores.ids if i not in known]
-    if missing or unknown or len(position) != len(scores.ids):
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} sample id(s) have no score (e.g. {', '.join(missing[:3])})")
-        if unknown:
-            problems.append(f"{len(unknown)} scored id(s) are not in the data (e.g. {', '.join(unknown[:3])})")
-        if not problems:
-            problems.append("the scores repeat ids")
-        raise IterITError(
-            f"--scores: the scores do not match --data: {'; '.join(problems)}; "
-            "run `iterit score` on the same --data (and the same --format/--columns/--dedup)"
-        )
-    return _take_rows(scores, np.array([position[i] for i in ids], dtype=np.int64))
-
-
-def _take_rows(table: ScoreTable, rows: np.ndarray) -> ScoreTable:
-    return ScoreTable(
-        ids=[table.ids[r] for r in rows],
-        sources=[table.sources[r] for r in rows],
-        ifd=table.ifd[rows],
-        loss_cond=table.loss_cond[rows],
-        loss_prior=table.loss_prior[rows],
-        n_response_tokens=table.n_response_tokens[rows],
-        truncated=table.truncated[rows],
-        reasons=[table.reasons[r] for r in rows],
-        stats=table.stats,
-    )
+    """The score table reordered to the samples' order, matched by id (:meth:`ScoreTable.aligned_to`)."""
+    return scores.aligned_to([s.id for s in samples])
 
 
 # ---------------------------------------------------------------- the candidate pool
@@ -231,13 +206,14 @@ def _pick(
     decay: float,
     seed: int,
     tfidf_options: dict | None,
+    tfidf_suffix: str = "",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Run one strategy on the pool: (pool rows picked, diversity, score, extra summary)."""
     nan = np.full(budget, np.nan)
     if strategy == "iterit":
         from iterit.diversity import response_tfidf, select_greedy
 
-        matrix = response_tfidf([samples[i].response for i in pool], tfidf_options)
+        matrix = response_tfidf([samples[i].response + tfidf_suffix for i in pool], tfidf_options)
         picks = select_greedy(matrix, ifd, budget, decay=decay, groups=groups, caps=caps)
         return picks.indices, picks.diversity, picks.score, {"n_greedy": picks.n_greedy, "tfidf_columns": matrix.shape[1]}
     if strategy == "ifd":
@@ -267,6 +243,8 @@ def select_samples(
     source_budget: dict[str, float] | str | None = None,
     tfidf_options: dict | None = None,
     columns: dict[str, str] | str | None = None,
+    tfidf_suffix: str = "",
+    budget_rounding: str = "half-up",
 ) -> Selection:
     """Choose a subset of ``samples`` by ``strategy`` (see the module docstring for the rules).
 
@@ -284,6 +262,9 @@ def select_samples(
         source_budget: per-source quotas, ``{source: share or count}`` or ``"a=0.2,b=100"``.
         tfidf_options: :func:`iterit.diversity.response_tfidf` options (``TfidfVectorizer`` arguments).
         columns: for a ``datasets.Dataset``: our field name -> its column, as ``--columns``.
+        tfidf_suffix: appended to every response before TF-IDF (the reference fits it on
+            ``output + eos_token``: pass the tokenizer's eos string); "" fits the bare response.
+        budget_rounding: ``half-up`` or ``floor`` (the reference's), for a budget given as a share.
 
     Returns:
         The picks, their IFD / diversity / score, the parameters and a summary (see :func:`format_summary`).
@@ -296,7 +277,7 @@ def select_samples(
     if pool.size == 0:
         why = ", ".join(f"{reason}: {n}" for reason, n in excluded.most_common()) or "no samples"
         raise IterITError(f"no candidates to select from ({why}); check --scores, --threshold and the data")
-    requested = len(pool) if strategy == "full" else resolve_budget(budget, len(samples))
+    requested = len(pool) if strategy == "full" else resolve_budget(budget, len(samples), rounding=budget_rounding)
     quotas = parse_source_budget(source_budget)
     if quotas and strategy == "full":
         raise IterITError("--source-budget does not apply to --strategy full (it keeps every candidate)")
@@ -305,10 +286,12 @@ def select_samples(
     groups, caps, quota_counts = quota_groups(pool_sources, quotas, effective, {s.source for s in samples})
     ifd = scores.ifd[pool] if scores is not None else np.full(len(pool), np.nan)
     rows, diversity, score, extra = _pick(
-        strategy, samples, pool, ifd, effective, groups, caps, decay, seed, tfidf_options
+        strategy, samples, pool, ifd, effective, groups, caps, decay, seed, tfidf_options, tfidf_suffix
     )
     indices = pool[rows]
     params = _params(strategy, requested, threshold, decay, seed, quotas, tfidf_options)
+    if tfidf_suffix and strategy == "iterit":
+        params["tfidf_suffix"] = tfidf_suffix
     summary = _summary(samples, pool, indices, excluded, requested, quota_counts, strategy)
     summary.update(extra)
     return Selection(indices.astype(np.int64), ifd[rows], diversity, score, params=params, summary=summary)
@@ -480,6 +463,8 @@ def select_command(
     ngram_max: int = 3,
     tfidf_options: dict | None = None,
     data_options: dict[str, Any] | None = None,
+    tfidf_suffix: str = "",
+    budget_rounding: str = "half-up",
 ) -> tuple[Selection, str]:
     """``iterit select``: load the data and scores, select, write the subset and manifest.
 
@@ -491,6 +476,7 @@ def select_command(
         strategy, threshold, decay, seed, source_budget: as in :func:`select_samples`.
         out: the subset file (``--out``); the manifest goes beside it.
         ngram_max: TF-IDF uses word 1..ngram_max-grams (``--ngram-max``), unless ``tfidf_options`` says otherwise.
+        tfidf_suffix, budget_rounding: as in :func:`select_samples` (``--tfidf-text``, ``--budget-rounding``).
 
     Returns:
         The selection and the summary text to print.
@@ -511,7 +497,8 @@ def select_command(
     options = {"ngram_range": (1, ngram_max), **(tfidf_options or {})}
     selection = select_samples(
         loaded.samples, scores, budget_value, strategy=strategy, threshold=threshold, decay=decay,
-        seed=seed, source_budget=quotas, tfidf_options=options,
+        seed=seed, source_budget=quotas, tfidf_options=options, tfidf_suffix=tfidf_suffix,
+        budget_rounding=budget_rounding,
     )
     if selection.summary["budget_exceeds_candidates"]:
         logger.warning("--budget %s: asks for %d samples but only %d of the %d are candidates; selecting all %d",

@@ -26,16 +26,18 @@ from typing import Any
 import numpy as np
 from transformers import PrinterCallback, TrainingArguments
 
-from iterit.config import DataArgs, RenderArgs
+from iterit.config import BUDGET_ROUNDING_HELP, TFIDF_TEXT_HELP, DataArgs, PresetArgs, RenderArgs
 from iterit.data import Sample
 from iterit.errors import IterITError, missing_extra
 from iterit.rescoring import (
+    POOL_HELP,
+    POOLS,
     STRATEGIES,
     Reselector,
-    clamp_pool_size,
+    pool_size_for,
+    resolve_pool,
     score_with,
     scorer_for_rendered,
-    take_rows,
     valid_count,
 )
 from iterit.reselection import (
@@ -52,7 +54,6 @@ from iterit.storage import check_writable, read_table, write_json
 
 logger = logging.getLogger(__name__)
 
-POOLS = ("frozen", "rolling")
 TABLE_FORMATS = ("parquet", "jsonl")
 # What a run writes in its folder: all that --overwrite replaces, and where no input may lie.
 RUN_ENTRIES = ("config.yaml", "epochs", "model", "adapter", ".model.partial", ".adapter.partial", "checkpoints",
@@ -73,7 +74,7 @@ def _help(text: str, **extra: Any) -> dict:
 
 
 @dataclass
-class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
+class TrainConfig(TrainingArguments, DataArgs, RenderArgs, PresetArgs):
     """``iterit train``: every Hugging Face ``TrainingArguments`` field plus the selection settings.
 
     ``output_dir`` (the Trainer's checkpoints) defaults to ``<out>/checkpoints``; ``--epochs`` is
@@ -89,9 +90,17 @@ class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
     )
     ratio: float = field(default=0.05, metadata=_help("samples per epoch: a share of the data (below 1; the paper: 0.05) or a count (2600)"))
     update_ratio: float = field(default=3.0, metadata=_help("the re-scored pool holds update_ratio x budget samples (the paper: 3)"))
-    pool: str = field(default="frozen", metadata=_help("frozen (the reference: fixed after epoch 0) | rolling (re-ranked by the latest scores each epoch)"))
+    pool: str = field(default="greedy", metadata=_help(POOL_HELP))
     decay: float = field(default=0.1, metadata=_help("weight kept by an n-gram per picked response that covers it (the paper: 0.1)"))
     threshold: float = field(default=1.0, metadata=_help("candidates need IFD below this (>= 1: the instruction does not help)"))
+    tfidf_text: str = field(default="response", metadata=_help(TFIDF_TEXT_HELP))
+    budget_rounding: str = field(default="half-up", metadata=_help(BUDGET_ROUNDING_HELP))
+    loss_weighting: str = field(
+        default="token",
+        metadata=_help("token (default: the model's loss, averaged over every response token of the accumulated "
+                       "batch, so long responses weigh more) | sample (each sample's mean token loss, averaged over "
+                       "samples: equal weights under any batch shape, as the reference's batch 1 x 32 on transformers 4)"),
+    )
     scores: str | None = field(default=None, metadata=_help("epoch-0 scores from `iterit score` for this model and data (skips scoring)"))
     lora_r: int = field(default=0, metadata=_help("LoRA rank; 0 trains all weights (needs iterit[lora] when > 0)"))
     lora_alpha: int = field(default=16, metadata=_help("LoRA scaling numerator (peft's default)"))
@@ -112,7 +121,16 @@ class TrainConfig(TrainingArguments, DataArgs, RenderArgs):
     logging_steps: float = field(default=1, metadata=_help("log the loss every step (the per-epoch train loss is their mean)"))
     remove_unused_columns: bool = field(default=False, metadata=_help("keep the collator's columns (our dataset has only model inputs)"))
 
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """A config with the preset's settings (:mod:`iterit.presets`), then ``overrides`` on top."""
+        from iterit.presets import preset_settings
+
+        return cls(**{**preset_settings(name, cls), **overrides, "preset": name})
+
     def __post_init__(self) -> None:
+        if self.pool == "frozen":
+            self.pool = resolve_pool(self.pool)  # the old name, with a warning
         if not self.output_dir and self.out:
             self.output_dir = str(Path(self.out) / "checkpoints")
         if self.quiet:
@@ -180,14 +198,16 @@ def train(config: TrainConfig) -> RunResult:
     budget = resolve_budget(config, samples, base)
     warn_if_prompts_unhelpful(base)
     rescores = STRATEGIES[config.strategy].rescore
-    pool_size = clamp_pool_size(config.update_ratio, budget, base, candidate_threshold(config)) if rescores else budget
+    pool_size = (pool_size_for(config.pool, config.update_ratio, budget, base, candidate_threshold(config))
+                 if rescores else budget)
     logger.info("budget %d of %d samples (%d candidates); pool %d", budget, len(samples),
                 candidate_count(config, base), pool_size)
 
     reselector = Reselector(
         samples, base, budget, config.strategy, config.pool, pool_size,
         score_fn=scoring_function(config, tokenizer, samples, rendered), select_fn=selection_function(),
-        select_options={"threshold": config.threshold, "decay": config.decay, "seed": config.seed},
+        select_options={"threshold": config.threshold, "decay": config.decay, "seed": config.seed,
+                        "tfidf_suffix": tokenizer.eos_token if config.tfidf_text == "response+eos" else ""},
     )
     first = reselector.first()
     first.score_s = base_score_s
@@ -201,7 +221,7 @@ def train(config: TrainConfig) -> RunResult:
     trainer = IterITTrainer(
         model=model, args=config, train_dataset=ResponseOnlyDataset(rendered),
         data_collator=PaddingCollator(pad_token_id(tokenizer)), processing_class=tokenizer,
-        callbacks=[callback], selection_sampler=sampler,
+        callbacks=[callback], selection_sampler=sampler, loss_weighting=config.loss_weighting,
     )
     close_distributed_at_exit()  # the Trainer brought the group up under torchrun; see close_distributed
     if config.quiet:
@@ -232,6 +252,12 @@ def validate_config(config: TrainConfig) -> None:
         problems.append(f"--strategy '{config.strategy}' is not one of {', '.join(STRATEGIES)}")
     if config.pool not in POOLS:
         problems.append(f"--pool '{config.pool}' is not one of {', '.join(POOLS)}")
+    if config.tfidf_text not in ("response", "response+eos"):
+        problems.append(f"--tfidf-text '{config.tfidf_text}' is not one of response, response+eos")
+    if config.budget_rounding not in ("half-up", "floor"):
+        problems.append(f"--budget-rounding '{config.budget_rounding}' is not one of half-up, floor")
+    if config.loss_weighting not in ("token", "sample"):
+        problems.append(f"--loss-weighting '{config.loss_weighting}' is not one of token, sample")
     if config.table_format not in TABLE_FORMATS:
         problems.append(f"--table-format '{config.table_format}' is not one of {', '.join(TABLE_FORMATS)}")
     if config.dtype not in DTYPES:
@@ -300,7 +326,7 @@ def resolve_budget(config: TrainConfig, samples: list[Sample], table: ScoreTable
     valid = candidate_count(config, table)
     if config.strategy == "full":
         return valid
-    budget = budget_from(config.ratio, len(samples), "--ratio")
+    budget = budget_from(config.ratio, len(samples), "--ratio", rounding=config.budget_rounding)
     if budget > len(samples):
         raise IterITError(f"--ratio {config.ratio:g}: a budget of {budget} is more than the {len(samples)} samples "
                           "in --data; give a share below 1 or a smaller count")
@@ -371,7 +397,7 @@ def load_data(config: TrainConfig) -> list[Sample]:
     from iterit.data import load_samples
 
     loaded = load_samples(config.data, format=config.format, columns=config.columns, system_prompt=config.system_prompt,
-                          skip_invalid=config.skip_invalid, dedup=config.dedup)
+                          skip_invalid=config.skip_invalid, dedup=config.dedup, input_join=config.input_join)
     if not loaded.samples:
         raise IterITError(f"--data {' '.join(config.data)}: no samples to train on")
     return loaded.samples
@@ -381,7 +407,7 @@ def render_all(config: TrainConfig, tokenizer: Any, samples: list[Sample]) -> li
     from iterit.render import render_samples
 
     return render_samples(tokenizer, samples, template=config.template, max_length=config.max_length,
-                          system_prompt=config.system_prompt)
+                          system_prompt=config.system_prompt, response_end=config.response_end)
 
 
 def pad_token_id(tokenizer: Any) -> int:
@@ -421,15 +447,9 @@ def epoch0_scores(config: TrainConfig, model: Any, tokenizer: Any, samples: list
 
 
 def read_scores_for(path: Path, samples: list[Sample], flag: str) -> ScoreTable:
-    """A score table aligned to ``samples`` by id; an error when the ids do not match."""
+    """A score table aligned to ``samples`` by id (:meth:`ScoreTable.aligned_to`); an error when ids differ."""
     rows, meta = read_table(path)
-    table = ScoreTable.from_rows(rows, stats=meta)
-    position = {sample_id: row for row, sample_id in enumerate(table.ids)}
-    missing = [s.id for s in samples if s.id not in position]
-    if missing:
-        raise IterITError(f"{flag} {path}: {len(missing)} of {len(samples)} samples have no score (first: '{missing[0]}'); "
-                          "score the same --data with `iterit score`")
-    return take_rows(table, np.array([position[s.id] for s in samples], dtype=np.int64))
+    return ScoreTable.from_rows(rows, stats=meta).aligned_to([s.id for s in samples], flag=f"{flag} {path}")
 
 
 # ---------------------------------------------------------------- resume and outputs

@@ -76,8 +76,13 @@ def _guess_format(row: dict, mapping: dict[str, str]) -> str | None:
     return None
 
 
+# How an Alpaca record's input joins its instruction in the user turn.
+INPUT_JOINS = {"blank-line": "\n\n", "reference": "\nInput: "}
+
+
 def normalise(
-    row: Any, fmt: str, mapping: dict[str, str], source: str, origin: int, system_prompt: str | None
+    row: Any, fmt: str, mapping: dict[str, str], source: str, origin: int, system_prompt: str | None,
+    input_join: str = "blank-line",
 ) -> list[Sample]:
     if not isinstance(row, dict):
         raise RowError("not an object", f"expected a JSON object, got {type(row).__name__}")
@@ -87,19 +92,19 @@ def normalise(
             "mixed formats", f"a {guessed} record in a file of {fmt} records; keep one format per file"
         )
     if fmt == "alpaca" and "instances" in row and not _field(row, "output", mapping):
-        return _self_instruct_samples(row, mapping, source, origin, system_prompt)
-    messages = {
-        "alpaca": _alpaca_messages,
-        "sharegpt": _sharegpt_messages,
-        "messages": _chat_messages,
-        "hh": _hh_messages,
-    }[fmt](row, mapping)
+        return _self_instruct_samples(row, mapping, source, origin, system_prompt, input_join)
+    if fmt == "alpaca":
+        messages, fields = _alpaca_messages(row, mapping, INPUT_JOINS[input_join])
+    else:
+        messages, fields = {"sharegpt": _sharegpt_messages, "messages": _chat_messages, "hh": _hh_messages}[fmt](
+            row, mapping), None
     _check_conversation(messages)
     if system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system_prompt})
     own_id = row.get(_field(row, "id", mapping) or "id")
     sample_id = str(own_id) if isinstance(own_id, (str, int)) and str(own_id) else ""
-    return [Sample(id=sample_id, messages=messages, source=source, format=fmt, origin=origin, record=row)]
+    return [Sample(id=sample_id, messages=messages, source=source, format=fmt, origin=origin, record=row,
+                   alpaca_fields=fields)]
 
 
 def _text(row: dict, name: str, mapping: dict[str, str], *, required: bool) -> str:
@@ -118,18 +123,20 @@ def _text(row: dict, name: str, mapping: dict[str, str], *, required: bool) -> s
     return value
 
 
-def _alpaca_messages(row: dict, mapping: dict[str, str]) -> list[dict[str, str]]:
+def _alpaca_messages(row: dict, mapping: dict[str, str], join: str) -> tuple[list[dict[str, str]], tuple[str, str] | None]:
+    """The conversation of an Alpaca record, and ``(instruction, input)`` when it has an input."""
     instruction = _text(row, "instruction", mapping, required=True)
     extra = _text(row, "input", mapping, required=False)
     output = _text(row, "output", mapping, required=True)
     system = _text(row, "system", mapping, required=False)
-    user = instruction if not extra.strip() else f"{instruction}\n\n{extra}"
+    user = instruction if not extra.strip() else f"{instruction}{join}{extra}"
     messages = [{"role": "system", "content": system}] if system.strip() else []
-    return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+    fields = (instruction, extra) if extra.strip() else None
+    return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": output}], fields
 
 
 def _self_instruct_samples(
-    row: dict, mapping: dict[str, str], source: str, origin: int, system_prompt: str | None
+    row: dict, mapping: dict[str, str], source: str, origin: int, system_prompt: str | None, input_join: str
 ) -> list[Sample]:
     """Self-Instruct seed tasks: one sample per instance, ids ``<task id>#<k>`` after the first."""
     instances = row["instances"]
@@ -142,7 +149,7 @@ def _self_instruct_samples(
         flat = {"instruction": row.get(_field(row, "instruction", mapping) or "instruction"), **instance}
         if "id" in row:
             flat["id"] = f"{row['id']}#{k}" if k else row["id"]
-        samples.extend(normalise(flat, "alpaca", {}, source, origin, system_prompt))
+        samples.extend(normalise(flat, "alpaca", {}, source, origin, system_prompt, input_join))
     return samples
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from iterit.data.files import has_lines, read_rows
-from iterit.data.formats import ALIASES, FORMATS, detect_format, normalise
+from iterit.data.formats import ALIASES, FORMATS, INPUT_JOINS, detect_format, normalise
 from iterit.data.records import LoadedData, LoadSummary, RowError, Sample, SourceSummary, note_invalid
 from iterit.errors import IterITError
 
@@ -31,6 +31,7 @@ def load_samples(
     skip_invalid: bool = False,
     dedup: bool = False,
     names: Sequence[str] | None = None,
+    input_join: str = "blank-line",
 ) -> LoadedData:
     """Read every file, normalise each record to a :class:`Sample`, and summarise the load.
 
@@ -44,6 +45,8 @@ def load_samples(
         skip_invalid: keep the valid rows and count the bad ones instead of stopping at the first.
         dedup: drop exact duplicates (same normalised conversation and response) after the first.
         names: source names for the files (default: each file's stem).
+        input_join: how an Alpaca record's input follows its instruction in the user turn: ``blank-line``
+            (``instruction\n\ninput``) or ``reference`` (``instruction\nInput: input``, as the IterIT code does).
     """
     if not paths:
         raise IterITError(
@@ -51,6 +54,8 @@ def load_samples(
         )
     if format is not None and format not in FORMATS:
         raise IterITError(f"--format {format!r} is not known; use one of {', '.join(FORMATS)}")
+    if input_join not in INPUT_JOINS:
+        raise IterITError(f"--input-join {input_join!r}: not one of {', '.join(INPUT_JOINS)}")
     mapping = parse_columns(columns)
     summary = LoadSummary()
     samples: list[Sample] = []
@@ -59,7 +64,8 @@ def load_samples(
         where = path if _is_dataset(path) else Path(path)
         source = names[number] if names else _unique_name(_source_of(where), taken_names)
         taken_names.add(source)
-        samples.extend(_load_file(where, source, format, mapping, system_prompt, skip_invalid, summary))
+        samples.extend(_load_file(where, source, format, mapping, system_prompt, skip_invalid, summary,
+                                  input_join))
     summary.renamed_ids = _make_ids_unique(samples)
     samples = _count_duplicates(samples, summary, dedup)
     if samples:
@@ -134,6 +140,7 @@ def _load_file(
     system_prompt: str | None,
     skip_invalid: bool,
     summary: LoadSummary,
+    input_join: str = "blank-line",
 ) -> list[Sample]:
     from_file = isinstance(path, Path)
     rows = list(read_rows(path, skip_invalid, summary, source) if from_file else enumerate(path))
@@ -144,7 +151,7 @@ def _load_file(
     samples: list[Sample] = []
     for origin, row in rows:
         try:
-            samples.extend(normalise(row, fmt, mapping, source, origin, system_prompt))
+            samples.extend(normalise(row, fmt, mapping, source, origin, system_prompt, input_join))
         except RowError as err:
             where = f"{path}:{origin}" if from_file and has_lines(path) else f"{path}: record {origin}"
             if not skip_invalid:
@@ -163,22 +170,35 @@ def _load_file(
 
 
 def _make_ids_unique(samples: list[Sample]) -> int:
-    """Give records without an id ``<source>:<index>``; prefix repeated ids with their source."""
+    """Give records without an id ``<source>:<index>``; prefix repeated ids with their source.
+
+    Every explicit id is reserved first, so a generated id never takes one that a later record names
+    itself; a generated id that is taken gets the first free suffix ``~2``, ``~3``, ... Returns how many
+    repeated explicit ids were renamed.
+    """
+    reserved = {sample.id for sample in samples if sample.id}
     seen: set[str] = set()
     index_in_source: Counter = Counter()
     renamed = 0
     for sample in samples:
         index = index_in_source[sample.source]
         index_in_source[sample.source] += 1
-        if not sample.id:
-            sample.id = f"{sample.source}:{index}"
-        if sample.id in seen:
-            renamed += 1
-            sample.id = f"{sample.source}:{sample.id}"
-            if sample.id in seen:
-                sample.id = f"{sample.source}:{index}"
+        if sample.id and sample.id not in seen:
+            seen.add(sample.id)
+            continue
+        renamed += bool(sample.id)
+        base = f"{sample.source}:{sample.id}" if sample.id else f"{sample.source}:{index}"
+        sample.id = _free_id(base, seen, reserved)
         seen.add(sample.id)
     return renamed
+
+
+def _free_id(base: str, seen: set[str], reserved: set[str]) -> str:
+    """``base``, or ``base~2``, ``base~3``, ...: the first that no record has or names."""
+    candidate, number = base, 2
+    while candidate in seen or candidate in reserved:
+        candidate, number = f"{base}~{number}", number + 1
+    return candidate
 
 
 def conversation_key(messages: Sequence[dict[str, str]]) -> str:

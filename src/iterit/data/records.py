@@ -15,13 +15,16 @@ class Sample:
     """One training example, whatever file format it came from.
 
     Attributes:
-        id: the record's own ``id`` if it has one, else ``<source>:<index>`` (0-based record number).
+        id: the record's own ``id`` if it has one, else ``<source>:<index>`` (0-based record number), with a
+            ``~2``, ``~3``... suffix where another record already has or names that id.
         messages: the conversation as ``{"role", "content"}`` dicts (HF chat format); the last is the
             assistant turn whose content is the response to score and train on.
         source: the file's stem (or the name the user gave it), so selections can be traced per source.
         format: ``alpaca``, ``sharegpt``, ``messages`` or ``hh``: how the record was read and is written back.
         origin: the 1-based line (JSON Lines) or 0-based index (JSON arrays, Parquet, datasets) in its file.
         record: the original record, unchanged, so a subset can be written in the user's own format.
+        alpaca_fields: ``(instruction, input)`` of an Alpaca record with a non-empty input, so the built-in
+            Alpaca prompt can render its canonical ``### Input:`` block; ``None`` otherwise.
     """
 
     id: str
@@ -30,6 +33,7 @@ class Sample:
     format: str
     origin: int
     record: dict[str, Any] = field(default_factory=dict)
+    alpaca_fields: tuple[str, str] | None = None
 
     @property
     def response(self) -> str:

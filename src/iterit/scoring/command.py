@@ -187,6 +187,8 @@ def score_command(
     skip_invalid: bool = False,
     dedup: bool = False,
     progress: bool = True,
+    response_end: str = "template",
+    input_join: str = "blank-line",
 ) -> dict[str, Any]:
     """``iterit score``: score data files with a model into ``out`` (Parquet or JSON Lines), resumably.
 
@@ -197,7 +199,8 @@ def score_command(
     with a smaller budget. The shard folder is removed once ``out`` is written.
 
     Under ``torchrun``/``accelerate launch`` every rank runs this; each scores its share and rank 0 writes.
-    ``format``, ``columns``, ``system_prompt``, ``skip_invalid`` and ``dedup`` go to
+    ``response_end`` goes to the rendering (:func:`iterit.render.render_samples`).
+    ``format``, ``columns``, ``system_prompt``, ``skip_invalid``, ``dedup`` and ``input_join`` go to
     :func:`iterit.data.load_samples` (the system prompt is added there, to conversations that have none).
 
     Returns:
@@ -217,6 +220,7 @@ def score_command(
         system_prompt=system_prompt,
         skip_invalid=skip_invalid,
         dedup=dedup,
+        input_join=input_join,
     ).samples
     if not samples:
         raise IterITError(
@@ -229,6 +233,8 @@ def score_command(
         "dtype": dtype,
         "system_prompt": system_prompt,
         "shard_size": shard_size,
+        "response_end": response_end,
+        "input_join": input_join,
     }
     fingerprint = _fingerprint(model, samples, settings)
     folder = Path(f"{out}.shards")
@@ -256,6 +262,7 @@ def score_command(
                 max_batch_tokens=max_batch_tokens,
                 ifd_form=ifd_form,
                 progress=progress,
+                response_end=response_end,
             )
             if rank == 0:
                 _write_shard(_shard_path(folder, index), table)

@@ -220,6 +220,7 @@ def score_samples(
     system_prompt: str | None = None,
     progress: bool = True,
     columns: dict[str, str] | str | None = None,
+    response_end: str = "template",
 ) -> ScoreTable:
     """Render ``samples`` with ``tokenizer`` and score them with ``model`` (see :func:`score_rendered`).
 
@@ -231,7 +232,8 @@ def score_samples(
 
     samples = as_samples(samples, columns)
     rendered = render_samples(
-        tokenizer, samples, template=template, max_length=max_length, system_prompt=system_prompt
+        tokenizer, samples, template=template, max_length=max_length, system_prompt=system_prompt,
+        response_end=response_end,
     )
     return score_table(
         model,

@@ -46,6 +46,44 @@ class ScoreTable:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def take(self, rows: Sequence[int] | np.ndarray) -> ScoreTable:
+        """A new table of the rows ``rows``, in that order (arrays copied)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return ScoreTable(
+            ids=[self.ids[i] for i in rows],
+            sources=[self.sources[i] for i in rows],
+            ifd=self.ifd[rows].copy(),
+            loss_cond=self.loss_cond[rows].copy(),
+            loss_prior=self.loss_prior[rows].copy(),
+            n_response_tokens=self.n_response_tokens[rows].copy(),
+            truncated=self.truncated[rows].copy(),
+            reasons=[self.reasons[i] for i in rows],
+            stats=dict(self.stats),
+        )
+
+    def aligned_to(self, ids: Sequence[str], flag: str = "--scores") -> ScoreTable:
+        """This table with row ``i`` holding ``ids[i]``'s score: the one rule matching scores to samples.
+
+        Rows are matched by id, never by position, so a table in any row order works (``select --scores``,
+        ``train --scores`` and ``install_reselection(..., scores=table)`` all come here). Returns ``self``
+        when the order already matches.
+
+        Raises:
+            IterITError: an id without a score, a scored id not in ``ids``, or repeated ids; ``flag`` names
+                where the table came from.
+        """
+        ids = list(ids)
+        if self.ids == ids:
+            return self
+        position = {sample_id: row for row, sample_id in enumerate(self.ids)}
+        known = set(ids)
+        missing = [i for i in ids if i not in position]
+        unknown = [i for i in self.ids if i not in known]
+        if missing or unknown or len(position) != len(self.ids) or len(known) != len(ids):
+            raise IterITError(f"{flag}: the scores do not match the data: {_mismatch(missing, unknown)}; "
+                              "run `iterit score` on the same --data (and the same --format/--columns/--dedup)")
+        return self.take([position[i] for i in ids])
+
     def to_rows(self) -> list[dict[str, Any]]:
         """One dict per sample in the output column order; NaN becomes ``None`` (null in Parquet/JSON)."""
         return [
@@ -80,6 +118,15 @@ class ScoreTable:
             reasons=[row["reason"] for row in rows],
             stats=dict(stats or {}),
         )
+
+
+def _mismatch(missing: list[str], unknown: list[str]) -> str:
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} sample id(s) have no score (e.g. {', '.join(missing[:3])})")
+    if unknown:
+        problems.append(f"{len(unknown)} scored id(s) are not in the data (e.g. {', '.join(unknown[:3])})")
+    return "; ".join(problems) or "ids repeat"
 
 
 def _float_or_none(value: float) -> float | None:
