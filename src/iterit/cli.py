@@ -13,12 +13,14 @@ import errno
 import logging
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from iterit.errors import IterITError
 from iterit.outputs import reading_config
+from iterit.progress import OncePerRun, show_library_progress_bars
 
 README = "https://github.com/iterit/iterit#readme (or README.md in the source)"
 
@@ -96,9 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise IterITError(f"unknown command '{command}'; {hint}run `iterit --help` for the list")
         _, config_ref, handler_ref, positional = COMMANDS[command]
         config = parse_config(command, _resolve(config_ref), rest, positional)
-        if getattr(config, "quiet", False):
-            _silence_progress_bars()
-        with reading_config(_config_file(rest)):  # no output may land on the YAML the settings came from
+        show_library_progress_bars(verbose)
+        with reading_config(_config_file(rest)), warnings_once_per_run():  # no output lands on the YAML read
             return int(_resolve(handler_ref)(config) or 0)
     except IterITError as err:
         if verbose:
@@ -239,14 +240,20 @@ def _resolve(ref: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _silence_progress_bars() -> None:
-    """--quiet: no bars from transformers or huggingface_hub either (model loading, saving)."""
-    import os
-
-    from transformers.utils import logging as hf_logging
-
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    hf_logging.disable_progress_bar()
+@contextmanager
+def warnings_once_per_run() -> Iterator[None]:
+    """Within the block, each warning (logged, or from ``warnings.warn``) reaches the console once."""
+    # One filter per handler: a shared one would let a record through the first handler only.
+    filters = {handler: OncePerRun() for handler in logging.getLogger().handlers}
+    for handler, once in filters.items():
+        handler.addFilter(once)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        for handler, once in filters.items():
+            handler.removeFilter(once)
 
 
 def _pop_flag(args: list[str], *names: str) -> bool:

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformers import PrinterCallback, TrainingArguments
+from transformers import (
+    PrinterCallback,
+    ProgressCallback,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from iterit.config import BUDGET_ROUNDING_HELP, TFIDF_TEXT_HELP, DataArgs, PresetArgs, RenderArgs
 from iterit.data import Sample
@@ -224,8 +231,9 @@ def train(config: TrainConfig) -> RunResult:
         callbacks=[callback], selection_sampler=sampler, loss_weighting=config.loss_weighting,
     )
     close_distributed_at_exit()  # the Trainer brought the group up under torchrun; see close_distributed
-    if config.quiet:
-        trainer.remove_callback(PrinterCallback)  # it prints every log dict when progress bars are off
+    trainer.remove_callback(PrinterCallback)  # both print every log dict; the epoch lines say what matters
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(EpochProgressCallback(enabled=not config.quiet))
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     model_dir = save_final_model(config, trainer, tokenizer, run)
@@ -465,6 +473,52 @@ def find_resume_checkpoint(config: TrainConfig) -> Path | None:
         return None
     logger.info("--resume: continuing from %s", complete[-1])
     return complete[-1]
+
+
+class EpochProgressCallback(TrainerCallback):
+    """One bar per training epoch (``epoch 2/3``) with the latest loss, instead of the Trainer's bar over all steps.
+
+    It replaces transformers' ``ProgressCallback``, which also prints every log dict to stdout. The bar is drawn
+    only on a terminal (tqdm's ``disable=None``) and on the main process; ``enabled=False`` (``--quiet``) draws none.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        if not (self.enabled and state.is_world_process_zero):
+            return
+        from tqdm.auto import tqdm
+
+        steps = max(1, state.max_steps // max(1, int(args.num_train_epochs)))
+        epoch = int(round(state.epoch or 0)) + 1
+        self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{int(args.num_train_epochs)}", unit="step",
+                        disable=None, leave=True, dynamic_ncols=True)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict | None = None, **kwargs: Any) -> None:
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        self.close()
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def save_final_model(config: TrainConfig, trainer: IterITTrainer, tokenizer: Any, run: Path) -> Path:
