@@ -69,6 +69,15 @@ def test_distinct_files_and_missing_inputs_pass(tmp_path: Path, data: Path) -> N
     check_output(tmp_path / "out.jsonl", {"--data": [str(data)], "--scores": None, "--model": "org/hub-name"})
 
 
+def test_in_memory_inputs_are_no_files_to_protect(tmp_path: Path, data: Path) -> None:
+    import datasets
+
+    dataset = datasets.Dataset.from_list(ROWS)
+    check_output(tmp_path / "out.jsonl", {"--data": [dataset, str(data)]})
+    with pytest.raises(IterITError, match="same file"):
+        check_output(data, {"--data": [dataset, str(data)]})
+
+
 # ---------------------------------------------------------------- the table, through the CLI
 
 
