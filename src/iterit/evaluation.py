@@ -340,14 +340,12 @@ def evaluate(
 def _answers_in_eval_mode(model: Any, tokenizer: Any, rendered: Sequence[RenderedSample], max_new_tokens: int,
                           batch_size: int, progress: bool) -> list[str]:
     """Greedy answers with dropout off; the model's training mode is put back afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
+    from iterit.models import eval_mode
+
+    with eval_mode(model):
         prompts = [r.input_ids[: r.span[0]] for r in rendered]
         return generate_answers(model, tokenizer, prompts, stop_ids=_stop_ids(model, tokenizer, rendered),
                                 max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
-    finally:
-        model.train(was_training)
 
 
 def _prediction(sample: Sample, answer: str | None, loss: float, n_tokens: int, metrics: Sequence[str]) -> Prediction:

@@ -12,7 +12,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from iterit.errors import IterITError, missing_extra
 
@@ -69,3 +72,22 @@ def convert_shipped_model(name: str, target: Path) -> Path:
         if not (target / "config.json").exists():
             raise IterITError(f"--model {name}: cannot write the converted model to {target} ({err})") from None
     return target
+
+
+@contextmanager
+def eval_mode(model: Any) -> Iterator[Any]:
+    """Within the block ``model`` is in eval mode without gradients; then it is back in the mode it was in.
+
+    Scoring or generating with a model mid-training must neither use dropout (the numbers would be noisy) nor
+    build a graph (memory), and must not leave the model in eval mode for the next training step. The one
+    copy of that idiom: scoring, evaluation and re-selection all use it.
+    """
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)

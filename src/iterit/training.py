@@ -9,8 +9,8 @@ The recipe, top to bottom (each step a small function below):
    callback re-scores the pool at each epoch end and writes ``RUN/epochs/<e>/``;
 5. save ``RUN/model/`` (and the merged model for LoRA when asked) and ``RUN/summary.json``.
 
-The re-selection rule lives in :mod:`iterit.rescoring` and its Trainer hooks in :mod:`iterit.reselection`, so
-it also drops into a user's own ``Trainer``; this module adds files, settings and the run folder.
+The re-selection parts are assembled by :func:`iterit.reselection.install.build_reselection`, the builder
+``install_reselection`` uses for a user's own ``Trainer``; this module adds files, settings and the run folder.
 """
 
 from __future__ import annotations
@@ -36,25 +36,12 @@ from transformers import (
 from iterit.config import BUDGET_ROUNDING_HELP, TFIDF_TEXT_HELP, DataArgs, PresetArgs, RenderArgs
 from iterit.data import Sample
 from iterit.errors import IterITError, missing_extra
-from iterit.rescoring import (
-    POOL_HELP,
-    POOLS,
-    STRATEGIES,
-    Reselector,
-    pool_size_for,
-    resolve_pool,
-    score_with,
-    scorer_for_rendered,
-    valid_count,
-)
-from iterit.reselection import (
-    STATE_FILE,
-    IterITTrainer,
-    PaddingCollator,
-    ReselectionCallback,
-    ResponseOnlyDataset,
-    SelectionSampler,
-)
+from iterit.reselection.callback import STATE_FILE, ReselectionCallback
+from iterit.reselection.install import build_reselection
+from iterit.reselection.rule import POOL_HELP, POOLS, STRATEGIES, resolve_pool, valid_count
+from iterit.reselection.sampler import PaddingCollator, ResponseOnlyDataset
+from iterit.reselection.scorers import score_with, scorer_for_rendered
+from iterit.reselection.trainer import IterITTrainer
 from iterit.runfolder import MARKER, check_run_folder, claim_run_folder
 from iterit.scoring import DTYPES, ScoreTable, close_distributed_at_exit
 from iterit.storage import check_writable, read_table, write_json
@@ -204,24 +191,20 @@ def train(config: TrainConfig) -> RunResult:
     base_score_s = time.perf_counter() - started
     budget = resolve_budget(config, samples, base)
     warn_if_prompts_unhelpful(base)
-    rescores = STRATEGIES[config.strategy].rescore
-    pool_size = (pool_size_for(config.pool, config.update_ratio, budget, base, candidate_threshold(config))
-                 if rescores else budget)
-    logger.info("budget %d of %d samples (%d candidates); pool %d", budget, len(samples),
-                candidate_count(config, base), pool_size)
-
-    reselector = Reselector(
-        samples, base, budget, config.strategy, config.pool, pool_size,
-        score_fn=scoring_function(config, tokenizer, samples, rendered), select_fn=selection_function(),
+    lengths = (np.array([len(r.input_ids) for r in rendered]), np.array([r.n_response_tokens for r in rendered]))
+    built = build_reselection(
+        samples, base, budget=budget, score_fn=scoring_function(config, tokenizer, samples, rendered),
+        select_fn=selection_function(), strategy=config.strategy, pool=config.pool,
+        update_ratio=config.update_ratio,
         select_options={"threshold": config.threshold, "decay": config.decay, "seed": config.seed,
                         "tfidf_suffix": tokenizer.eos_token if config.tfidf_text == "response+eos" else ""},
+        seed=config.data_seed if config.data_seed is not None else config.seed,
+        run_dir=run, table_suffix=f".{config.table_format}", lengths=lengths,
     )
-    first = reselector.first()
-    first.score_s = base_score_s
-    sampler = SelectionSampler(first.selection.indices, seed=config.data_seed if config.data_seed is not None else config.seed)
-    lengths = (np.array([len(r.input_ids) for r in rendered]), np.array([r.n_response_tokens for r in rendered]))
-    callback = ReselectionCallback(reselector, sampler, first, run_dir=run, table_suffix=f".{config.table_format}",
-                                   lengths=lengths)
+    built.first.score_s = base_score_s
+    sampler, callback, pool_size = built.sampler, built.callback, built.pool_size
+    logger.info("budget %d of %d samples (%d candidates); pool %d", budget, len(samples),
+                candidate_count(config, base), pool_size)
     if checkpoint is not None:
         callback.load_state_dict(json.loads((checkpoint / STATE_FILE).read_text()))
 

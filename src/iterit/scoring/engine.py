@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from iterit.errors import IterITError, check_choice
+from iterit.models import eval_mode
 from iterit.render import RenderedSample
 from iterit.scoring.batches import WorkItem, collect_work_items, padding_share, plan_batches
 from iterit.scoring.distributed import distributed_rank_world, gather_objects
@@ -145,9 +146,7 @@ def score_rendered(
     mine = batches[rank::world]
     parts = split_model(model)
     pad_id = _pad_id(model, pad_token_id)
-    was_training = parts.model.training
-    parts.model.eval()
-    try:
+    with eval_mode(parts.model):
         with torch.inference_mode():
             head_only = parts.head_only and bool(sequences)
             if head_only:
@@ -160,8 +159,6 @@ def score_rendered(
                 # Sharded models (FSDP, DeepSpeed ZeRO-3) gather weights inside every forward, collectively:
                 # a rank with one batch fewer runs the smallest batch again, so every rank makes the same calls.
                 token_losses(parts, [sequences[k] for k in batches[-1]], pad_id, head_only)
-    finally:
-        parts.model.train(was_training)
     merged: dict[int, float] = {}
     for part in gather_objects(local, world):
         merged.update(part)

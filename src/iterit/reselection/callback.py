@@ -1,25 +1,10 @@
-"""Re-selection inside the Hugging Face ``Trainer``: a sampler, a callback and a one-line install.
+"""The Trainer callback that re-scores the pool and re-selects at each epoch end, and records what it did.
 
-The ``Trainer`` builds its training ``DataLoader`` once and calls ``iter()`` on it at the start of every
-epoch, which calls the sampler's ``__iter__`` again. So re-selection needs no copy of the training loop:
-
-* :class:`SelectionSampler` yields the *current* selection (B indices into the full data set), shuffled
-  with a seed per epoch; its length is the budget B and never changes, so the ``Trainer`` sizes one
-  learning-rate schedule for all epochs from it.
-* :class:`ReselectionCallback` re-scores the candidate pool with the model as it stands at the end of each
-  epoch (eval mode, no gradients) and hands the new selection to the sampler before the next ``iter()``.
-* the ``Trainer`` is told to use the sampler by the smallest override of its private
-  ``_get_train_sampler`` (:class:`IterITTrainer`, or :func:`install_reselection` on any existing trainer,
-  including TRL's ``SFTTrainer``). transformers changed that method's signature in 2025 (it gained an
-  optional dataset argument), so the override accepts anything.
-
-Under DDP, accelerate wraps the sampler's batches in a ``BatchSamplerShard`` that deals batch ``i`` to rank
-``i % world_size``; every rank therefore has to yield the same order, which the seeded shuffle guarantees,
-and every rank runs the same (collective) scoring and the same deterministic selection.
-
-Gradients never cross an epoch boundary: the ``Trainer`` forces an optimizer step and ``zero_grad`` on the
-last batch of every epoch (a shorter final accumulation when the epoch's batches are not a multiple of
-``gradient_accumulation_steps``), and ``on_epoch_end``, where the re-scoring runs, comes after it.
+``on_epoch_end`` comes after the ``Trainer``'s last optimizer step and ``zero_grad`` of the epoch (a shorter
+final accumulation when the epoch's batches are not a multiple of ``gradient_accumulation_steps``), so
+gradients never cross an epoch boundary. The callback scores the pool with the model as it stands under
+:func:`iterit.models.eval_mode`, hands the new selection to the sampler before the next ``iter()``, writes
+``epochs/<e>/`` and keeps its state in every checkpoint so a resumed run picks the same samples.
 """
 
 from __future__ import annotations
@@ -28,8 +13,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,110 +21,16 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
-from iterit.data import Sample, as_samples
 from iterit.errors import IterITError
-from iterit.render import IGNORE_INDEX, RenderedSample, labels_for
-from iterit.rescoring import (
-    STRATEGIES,
-    EpochPick,
-    Reselector,
-    ScoreFn,
-    SelectFn,
-    pool_size_for,
-    score_rows,
-    score_with,
-    scorer_for,
-    selection_dynamics,
-    steps_per_epoch,
-)
-from iterit.scoring import ScoreTable
+from iterit.models import eval_mode
+from iterit.reselection.rule import EpochPick, Reselector, score_rows, selection_dynamics, steps_per_epoch
+from iterit.reselection.sampler import SelectionSampler
 from iterit.selection import Selection, manifest_rows
 from iterit.storage import write_json, write_table
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "STATE_FILE", "STRATEGIES", "IterITTrainer", "PaddingCollator", "ReselectionCallback", "ResponseOnlyDataset",
-    "SelectionSampler", "check_rows_line_up", "install_reselection", "scorer_for", "tracking_scalars",
-]
-
 STATE_FILE = "iterit_reselection.json"
-
-
-# ---------------------------------------------------------------- data
-
-
-class ResponseOnlyDataset(torch.utils.data.Dataset):
-    """Every rendered sample as ``input_ids`` + ``labels`` (-100 outside the response: ``render.labels_for``).
-
-    It holds the whole data set, not a subset: the sampler picks which rows an epoch sees, so the
-    indices of a selection, a score table and this data set are the same numbers.
-    """
-
-    def __init__(self, rendered: Sequence[RenderedSample]):
-        self.rendered = list(rendered)
-
-    def __len__(self) -> int:
-        return len(self.rendered)
-
-    def __getitem__(self, index: int) -> dict[str, list[int]]:
-        item = self.rendered[index]
-        return {"input_ids": list(item.input_ids), "labels": labels_for(item)}
-
-
-@dataclass
-class PaddingCollator:
-    """Right-pads a batch; padded positions get attention 0 and label -100 (no loss)."""
-
-    pad_token_id: int
-
-    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(feature["input_ids"]) for feature in features)
-        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
-        attention = torch.zeros((len(features), width), dtype=torch.long)
-        for row, feature in enumerate(features):
-            length = len(feature["input_ids"])
-            input_ids[row, :length] = torch.tensor(feature["input_ids"])
-            labels[row, :length] = torch.tensor(feature["labels"])
-            attention[row, :length] = 1
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-
-class SelectionSampler(torch.utils.data.Sampler[int]):
-    """Yields the current selection, shuffled with ``(seed, epoch)``; its length is the budget, always.
-
-    Args:
-        indices: the first selection (positions in the full data set).
-        seed: shuffle seed; the order of epoch ``e`` depends on ``(seed, e)`` only, so every DDP rank
-            yields the same order and a resumed run replays the same batches.
-    """
-
-    def __init__(self, indices: Sequence[int], *, seed: int = 0):
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.seed = seed
-        self.epoch = 0
-
-    def set_selection(self, indices: Sequence[int]) -> None:
-        """Replace the selection; the length must stay the budget the LR schedule was sized with."""
-        indices = np.asarray(indices, dtype=np.int64)
-        if len(indices) != len(self.indices):
-            raise ValueError(f"a selection of {len(indices)} samples for a budget of {len(self.indices)}")
-        self.indices = indices
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by the ``Trainer`` (through accelerate) before each epoch's ``iter()``."""
-        self.epoch = epoch
-
-    def __iter__(self):
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.indices))
-        return iter(self.indices[order].tolist())
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-# ---------------------------------------------------------------- the callback
 
 
 class ReselectionCallback(TrainerCallback):
@@ -274,13 +164,8 @@ class ReselectionCallback(TrainerCallback):
         self._record_pick(pick, self.previous, state)
 
     def _pick_next(self, epoch: int, model: Any) -> EpochPick:
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                return self.reselector.next(epoch, model, self.current)
-        finally:
-            model.train(was_training)
+        with eval_mode(model):
+            return self.reselector.next(epoch, model, self.current)
 
     def _epoch_dir(self, epoch: int) -> Path | None:
         return None if self.run_dir is None else self.run_dir / "epochs" / str(epoch)
@@ -453,170 +338,3 @@ def _gradients_finite(model: torch.nn.Module) -> bool:
         return True
     norms = torch._foreach_norm(grads)
     return bool(torch.isfinite(torch.stack([n.float() for n in norms]).sum()).item())
-
-
-# ---------------------------------------------------------------- installing it in a Trainer
-
-
-LOSS_WEIGHTINGS = ("token", "sample")
-
-
-def per_sample_response_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's mean cross-entropy over its labelled (response) tokens, and whether it has any.
-
-    Labels are aligned with the inputs (HF convention): position ``t`` predicts ``labels[t + 1]``. Computed in
-    float32, as the models' own loss is.
-    """
-    targets = labels[:, 1:]
-    token_loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets,
-                                                   ignore_index=IGNORE_INDEX, reduction="none")
-    mask = targets != IGNORE_INDEX
-    counts = mask.sum(dim=1)
-    return (token_loss * mask).sum(dim=1) / counts.clamp(min=1), counts > 0
-
-
-class IterITTrainer(Trainer):
-    """A ``Trainer`` whose training sampler is a :class:`SelectionSampler`, with an optional per-sample loss.
-
-    ``loss_weighting="token"`` keeps the model's own loss: transformers >= 5 averages it over every response
-    token of the accumulated batch, so a long response weighs more than a short one. ``"sample"`` gives every
-    sample the same weight whatever the batch shape: the optimizer step's loss is the mean, over the samples of
-    the accumulated batch, of each response's mean token loss (what the reference gets from batch 1 with
-    accumulation 32 on transformers 4). Under DDP each rank averages its own samples and DDP averages the
-    ranks, which is the same when ranks hold as many samples (accelerate evens out the last batch).
-
-    Args:
-        selection_sampler: the sampler to iterate; pass the callback in ``callbacks=[...]`` as usual.
-        loss_weighting: ``token`` (the default) or ``sample``.
-    """
-
-    def __init__(self, *args: Any, selection_sampler: SelectionSampler, loss_weighting: str = "token", **kwargs: Any):
-        if loss_weighting not in LOSS_WEIGHTINGS:
-            raise IterITError(f"--loss-weighting {loss_weighting!r}: not one of {', '.join(LOSS_WEIGHTINGS)}")
-        super().__init__(*args, **kwargs)
-        self.selection_sampler = selection_sampler
-        for callback in self.callback_handler.callbacks:
-            if isinstance(callback, ReselectionCallback):
-                callback.attach(self)
-        self.loss_weighting = loss_weighting
-        self._samples_in_step = 1
-        if loss_weighting == "sample":
-            self.loss_is_scaled_for_ga = True  # compute_loss divides by the samples of the whole step
-
-    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> SelectionSampler:
-        # transformers >= 4.53 passes the dataset; older versions pass nothing.
-        return self.selection_sampler
-
-    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> tuple[list, Any]:
-        """The Trainer's micro-batches for one optimizer step; also counts their samples with a response."""
-        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if self.loss_weighting == "sample":
-            self._samples_in_step = max(1, sum(int((b["labels"] != IGNORE_INDEX).any(dim=1).sum()) for b in batches))
-        return batches, num_items
-
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
-        if self.loss_weighting == "token":
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        losses, _ = per_sample_response_loss(outputs.logits, inputs["labels"])
-        loss = losses.sum() / self._samples_in_step
-        return (loss, outputs) if return_outputs else loss
-
-
-def install_reselection(
-    trainer: Trainer,
-    samples: Sequence[Sample] | Any,
-    *,
-    budget: int,
-    score_fn: ScoreFn,
-    select_fn: SelectFn | None = None,
-    strategy: str = "iterit",
-    pool: str = "greedy",
-    update_ratio: float = 3.0,
-    scores: ScoreTable | None = None,
-    select_options: dict[str, Any] | None = None,
-    run_dir: str | Path | None = None,
-    seed: int | None = None,
-    columns: dict[str, str] | str | None = None,
-) -> ReselectionCallback:
-    """Make an existing ``Trainer`` (or TRL ``SFTTrainer``) train on a re-selected subset each epoch.
-
-    The trainer's ``train_dataset`` must hold ``samples`` in the same order (row ``i`` is ``samples[i]``);
-    the sampler only picks rows. Scores the samples with ``trainer.model`` when ``scores`` is not given,
-    selects the first B, installs the sampler on this trainer instance and adds the callback. With
-    ``report_to`` set, each epoch's selection dynamics go to those integrations (:func:`tracking_scalars`).
-
-    Args:
-        trainer: the trainer, built but not yet trained.
-        samples: all candidate samples, in ``train_dataset`` order; or the ``datasets.Dataset`` the trainer
-            was given (e.g. TRL's ``messages`` or ``prompt``/``completion`` rows).
-        budget: B, samples per epoch.
-        score_fn: ``score_fn(model, samples) -> ScoreTable``, e.g. ``scorer_for(tokenizer, max_length=...)``.
-        select_fn: defaults to :func:`iterit.selection.select_samples`.
-        strategy: a key of :data:`STRATEGIES`.
-        pool: ``greedy`` (the top u x B of the epoch-0 ranking), ``reference`` (the reference code's window)
-            or ``rolling``; see :data:`iterit.rescoring.POOL_HELP`.
-        update_ratio: u; the pool holds u x B samples (clamped to the valid samples).
-        scores: scores of ``samples`` under the starting model, if already computed; any row order (matched
-            by id with :meth:`ScoreTable.aligned_to`).
-        select_options: extra keyword arguments for ``select_fn`` (threshold, decay, seed).
-        run_dir: write ``epochs/<e>/`` artefacts there.
-        seed: shuffle seed of the sampler (defaults to ``trainer.args.seed``).
-        columns: when ``samples`` is a ``datasets.Dataset``: our field name -> its column, as ``--columns``.
-
-    Returns:
-        The callback (its ``history`` holds the per-epoch dynamics and timings).
-    """
-    if select_fn is None:
-        from iterit.selection import select_samples as select_fn
-    samples = as_samples(samples, columns)
-    check_rows_line_up(trainer, len(samples))
-    if scores is None:
-        scores = score_with(trainer.model, score_fn, samples)
-    scores = scores.aligned_to([sample.id for sample in samples], flag="install_reselection(scores=...)")
-    threshold = (select_options or {}).get("threshold", 1.0)
-    pool_size = (pool_size_for(pool, update_ratio, budget, scores, threshold)
-                 if STRATEGIES[strategy].rescore else budget)
-    reselector = Reselector(
-        samples, scores, budget, strategy, pool, pool_size,
-        score_fn, select_fn, dict(select_options or {}),
-    )
-    first = reselector.first()
-    sampler = SelectionSampler(first.selection.indices, seed=trainer.args.seed if seed is None else seed)
-    # An instance attribute shadows the method: the Trainer's get_train_dataloader looks it up on self.
-    trainer._get_train_sampler = lambda *args, **kwargs: sampler
-    callback = ReselectionCallback(reselector, sampler, first, run_dir=run_dir)
-    trainer.add_callback(callback)
-    callback.attach(trainer)
-    return callback
-
-
-def check_rows_line_up(trainer: Trainer, n_samples: int) -> None:
-    """Refuse trainers whose training rows are not the samples, one each, in order.
-
-    TRL's ``SFTTrainer`` keeps its rows in order by default; ``packing`` and ``shuffle_dataset`` change that,
-    and its preparation drops rows whose labels are all masked after truncation to ``max_length``.
-    """
-    args = trainer.args
-    if getattr(args, "packing", False):
-        raise IterITError(
-            "SFTConfig(packing=True) concatenates rows into max_length blocks, so a training row is no longer one "
-            "sample and re-selection cannot pick samples; set packing=False"
-        )
-    if getattr(args, "shuffle_dataset", False):
-        raise IterITError(
-            "SFTConfig(shuffle_dataset=True) reorders the rows before training, so row i is no longer samples[i]; "
-            "leave it False: the selection sampler shuffles each epoch's picks with the trainer's seed"
-        )
-    dataset = trainer.train_dataset
-    rows = len(dataset) if hasattr(dataset, "__len__") else None
-    if rows != n_samples:
-        size = "no" if dataset is None else "an unsized" if rows is None else rows
-        hint = ""
-        if rows is not None and rows < n_samples and hasattr(args, "packing"):
-            hint = (" (SFTTrainer drops rows whose labels are all masked after truncation to max_length="
-                    f"{args.max_length}: raise max_length, or drop those samples from both first)")
-        raise IterITError(f"the trainer's train_dataset has {size} rows for {n_samples} samples{hint}; "
-                          "row i must be samples[i] (the sampler picks rows by position)")
