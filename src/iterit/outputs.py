@@ -67,7 +67,8 @@ def _named_inputs(inputs: Inputs, own_config: Sequence[PathLike] = ()) -> Iterat
     for flag, value in inputs.items():
         values = [] if value is None else [value] if isinstance(value, (str, os.PathLike)) else list(value)
         for path in values:
-            if path and os.path.lexists(path):
+            # An in-memory input (a datasets.Dataset given to select in Python) is no file to protect.
+            if isinstance(path, (str, os.PathLike)) and path and os.path.lexists(path):
                 yield flag, Path(path)
     for config in _config_files.get():
         if not any(same_file(config, own) for own in own_config):

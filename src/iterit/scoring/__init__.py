@@ -19,11 +19,11 @@ Why this is fast (the reference wastes most of its compute):
 
 The package's modules follow the data: ``batches`` (texts -> length-sorted batches), ``head`` (backbone + output
 head), ``engine`` (batches -> per-sample losses and IFD), ``table`` (the score table, its summary and files),
-``loading`` (model + tokenizer), ``command`` (the resumable ``iterit score``), ``distributed`` (ranks).
+``loading`` (model + tokenizer), ``distributed`` (ranks). The resumable ``iterit score`` is
+:mod:`iterit.recipes.score`.
 """
 
 from iterit.scoring.batches import padding_share, plan_batches
-from iterit.scoring.command import score_command
 from iterit.scoring.distributed import (
     close_distributed,
     close_distributed_at_exit,
@@ -60,7 +60,6 @@ __all__ = [
     "read_scores",
     "resolve_device",
     "resolve_dtype",
-    "score_command",
     "score_rendered",
     "score_samples",
     "score_table",

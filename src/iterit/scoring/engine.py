@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from iterit.config import ScoreConfig
 from iterit.errors import IterITError, check_choice
 from iterit.models import eval_mode
 from iterit.render import RenderedSample
@@ -210,14 +211,14 @@ def score_samples(
     tokenizer: Any,
     samples: Sequence[Sample] | Any,
     *,
-    template: str = "auto",
-    max_length: int = 2048,
-    max_batch_tokens: int = 16384,
-    ifd_form: str = "ppl-ratio",
+    template: str = ScoreConfig.template,
+    max_length: int = ScoreConfig.max_length,
+    max_batch_tokens: int = ScoreConfig.max_batch_tokens,
+    ifd_form: str = ScoreConfig.ifd_form,
     system_prompt: str | None = None,
     progress: bool = True,
     columns: dict[str, str] | str | None = None,
-    response_end: str = "template",
+    response_end: str = ScoreConfig.response_end,
 ) -> ScoreTable:
     """Render ``samples`` with ``tokenizer`` and score them with ``model`` (see :func:`score_rendered`).
 
