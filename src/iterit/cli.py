@@ -25,7 +25,8 @@ from iterit.errors import IterITError
 from iterit.outputs import reading_config
 from iterit.progress import OncePerRun, show_library_progress_bars
 
-README = "https://github.com/iterit/iterit#readme (or README.md in the source)"
+# There is no documentation site: the README is the manual (also the package's long description on install).
+README = "README.md in the iterit source"
 
 # command -> (one-line help, "module:ConfigClass", the recipe module (its run(config)), positional field or None)
 COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
