@@ -42,16 +42,13 @@ from iterit.reselection.rule import POOL_HELP, POOLS, STRATEGIES, resolve_pool, 
 from iterit.reselection.sampler import PaddingCollator, ResponseOnlyDataset
 from iterit.reselection.scorers import score_with, scorer_for_rendered
 from iterit.reselection.trainer import IterITTrainer
-from iterit.runfolder import MARKER, check_run_folder, claim_run_folder
+from iterit.runfolder import MARKER, RUN_ENTRIES, RunFolder, check_run_folder, claim_run_folder
 from iterit.scoring import DTYPES, ScoreTable, close_distributed_at_exit
-from iterit.storage import check_writable, read_table, write_json
+from iterit.storage import check_writable, read_table
 
 logger = logging.getLogger(__name__)
 
 TABLE_FORMATS = ("parquet", "jsonl")
-# What a run writes in its folder: all that --overwrite replaces, and where no input may lie.
-RUN_ENTRIES = ("config.yaml", "epochs", "model", "adapter", ".model.partial", ".adapter.partial", "checkpoints",
-               "summary.json", "report.md", "report.html", "plots")
 # The settings that define a run: another value of one of these makes another run, so its folder is refused.
 # (Not: --resume, --quiet, --overwrite, batching for memory, where logs go.)
 RUN_SETTINGS = (
@@ -182,7 +179,7 @@ def train(config: TrainConfig) -> RunResult:
     model, tokenizer = load_model(config)
     if config.process_index == 0:  # the folder is claimed only once model and data have loaded
         claim_run_folder(run, settings, writes=RUN_ENTRIES, overwrite=config.overwrite)
-    write_resolved_config(config, run / "config.yaml")
+    write_resolved_config(config, RunFolder(run).config)
     rendered = render_all(config, tokenizer, samples)
     checkpoint = find_resume_checkpoint(config) if config.resume else None
 
@@ -223,7 +220,7 @@ def train(config: TrainConfig) -> RunResult:
     result = RunResult(run, model_dir, budget, pool_size, callback.history, trainer.state.max_steps,
                        selections=selections_by_epoch(callback))
     if trainer.is_world_process_zero():
-        write_summary(config, result, samples, base, run / "summary.json")
+        write_summary(config, result, samples, base, RunFolder(run))
     return result
 
 
@@ -275,7 +272,7 @@ def check_run_outputs(config: TrainConfig, run: Path) -> None:
     """
     from iterit.outputs import check_output
 
-    own = (run / "config.yaml",) if (run / MARKER).exists() else ()
+    own = (RunFolder(run).config,) if (run / MARKER).exists() else ()
     check_output(run, {"--data": list(config.data), "--model": config.model, "--scores": config.scores},
                  writes=RUN_ENTRIES, own_config=own)
 
@@ -429,7 +426,7 @@ def epoch0_scores(config: TrainConfig, model: Any, tokenizer: Any, samples: list
     """
     if config.scores:
         return read_scores_for(Path(config.scores), samples, "--scores")
-    own = run / "epochs" / "0" / f"scores.{config.table_format}"
+    own = RunFolder(run).epoch_table(0, "scores", f".{config.table_format}")
     if config.resume and own.exists():
         logger.info("resuming: reusing the epoch-0 scores in %s", own)
         return read_scores_for(own, samples, str(own))
@@ -506,11 +503,11 @@ class EpochProgressCallback(TrainerCallback):
 
 def save_final_model(config: TrainConfig, trainer: IterITTrainer, tokenizer: Any, run: Path) -> Path:
     """``RUN/model``: the trained model (or LoRA adapter; merged when ``--merge-lora``) + tokenizer."""
-    model_dir = run / "model"
+    model_dir = RunFolder(run).model
     if not config.lora_r or not config.merge_lora:
         _save_whole(trainer, tokenizer, model_dir)
         return model_dir
-    _save_whole(trainer, tokenizer, run / "adapter")
+    _save_whole(trainer, tokenizer, RunFolder(run).adapter)
     if trainer.is_world_process_zero():
         merged = trainer.model.merge_and_unload()
         partial = model_dir.with_name(".model.partial")
@@ -543,9 +540,10 @@ def selections_by_epoch(callback: ReselectionCallback) -> list[list[int]]:
     return [callback.selections[epoch] for epoch in sorted(callback.selections)]
 
 
-def write_summary(config: TrainConfig, result: RunResult, samples: list[Sample], base: ScoreTable, path: Path) -> None:
+def write_summary(config: TrainConfig, result: RunResult, samples: list[Sample], base: ScoreTable, folder: RunFolder) -> None:
+    """``summary.json``: the run's budget, pool, per-epoch dynamics and timings, and where the model is."""
     totals = {key: float(sum(e.get(key) or 0.0 for e in result.epochs)) for key in ("score_s", "select_s", "train_s")}
-    write_json(path, {
+    folder.write_summary({
         "strategy": config.strategy, "pool": config.pool, "samples": len(samples), "valid": valid_count(base),
         "budget": result.budget, "pool_size": result.pool_size, "update_ratio": config.update_ratio,
         "epochs": result.epochs, "max_steps": result.max_steps, "timings": totals,

@@ -25,8 +25,9 @@ from iterit.errors import IterITError
 from iterit.models import eval_mode
 from iterit.reselection.rule import EpochPick, Reselector, score_rows, selection_dynamics, steps_per_epoch
 from iterit.reselection.sampler import SelectionSampler
+from iterit.runfolder import RunFolder
 from iterit.selection import Selection, manifest_rows
-from iterit.storage import write_json, write_table
+from iterit.storage import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class ReselectionCallback(TrainerCallback):
         self.current = first
         self.previous: EpochPick | None = None
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_folder = RunFolder(self.run_dir) if self.run_dir is not None else None
         self.table_suffix = table_suffix
         self.lengths = lengths
         self.history: list[dict[str, Any]] = []
@@ -167,9 +169,6 @@ class ReselectionCallback(TrainerCallback):
         with eval_mode(model):
             return self.reselector.next(epoch, model, self.current)
 
-    def _epoch_dir(self, epoch: int) -> Path | None:
-        return None if self.run_dir is None else self.run_dir / "epochs" / str(epoch)
-
     def _record_pick(self, pick: EpochPick, previous: EpochPick | None, state) -> None:
         dynamics = selection_dynamics(self.reselector.samples, pick, previous, self.first)
         dynamics.update(score_s=pick.score_s, select_s=pick.select_s,
@@ -177,17 +176,17 @@ class ReselectionCallback(TrainerCallback):
                         pool_ifd=ifd_quantiles(self.reselector.table.ifd[pick.pool]))
         self.history.append(dynamics)
         self._report(dynamics)
-        folder = self._epoch_dir(pick.epoch)
+        folder = self.run_folder
         if folder is None or not state.is_world_process_zero:
             return
         table = self.reselector.table
         if len(pick.scored):
-            write_table(folder / f"scores{self.table_suffix}", score_rows(table, pick.scored),
-                        metadata={"epoch": pick.epoch})
-        write_table(folder / f"selection{self.table_suffix}",
-                    manifest_rows(self.reselector.samples, pick.selection),
-                    metadata={"epoch": pick.epoch, **pick.selection.params})
-        write_json(folder / "dynamics.json", dynamics)
+            folder.write_epoch_table(pick.epoch, "scores", self.table_suffix, score_rows(table, pick.scored),
+                                     metadata={"epoch": pick.epoch})
+        folder.write_epoch_table(pick.epoch, "selection", self.table_suffix,
+                                 manifest_rows(self.reselector.samples, pick.selection),
+                                 metadata={"epoch": pick.epoch, **pick.selection.params})
+        folder.write_epoch_json(pick.epoch, "dynamics.json", dynamics)
 
     def _report(self, dynamics: dict[str, Any]) -> None:
         """Send :func:`tracking_scalars` to the Trainer's integrations (tensorboard, wandb, mlflow, ...).
@@ -219,9 +218,8 @@ class ReselectionCallback(TrainerCallback):
         for entry in self.history:
             if entry["epoch"] == pick.epoch:
                 entry.update(train_s=train_s, mean_train_loss=metrics["mean_train_loss"])
-        folder = self._epoch_dir(pick.epoch)
-        if folder is not None and state.is_world_process_zero:
-            write_json(folder / "metrics.json", metrics)
+        if self.run_folder is not None and state.is_world_process_zero:
+            self.run_folder.write_epoch_json(pick.epoch, "metrics.json", metrics)
 
     # --- resume
 
