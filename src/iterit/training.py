@@ -354,7 +354,7 @@ def load_model(config: TrainConfig) -> tuple[Any, Any]:
     Loaded on the CPU: the Trainer moves it to its device. ``--dtype auto`` keeps float32 master weights,
     except for LoRA with ``--bf16``, where the base stays frozen and bfloat16 halves its memory.
     """
-    from iterit.scoring import load_model as load_for_scoring
+    from iterit.models import load_model as load_for_scoring
 
     dtype = config.dtype
     if dtype == "auto":

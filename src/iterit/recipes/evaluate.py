@@ -35,8 +35,8 @@ def run(config: EvalConfig) -> EvalRun:
     model loads, and written atomically.
     """
     from iterit.data import load_samples
+    from iterit.models import load_model
     from iterit.outputs import check_output
-    from iterit.scoring import load_model
     from iterit.storage import check_writable, write_json
 
     model, data, out, lm_eval_include = config.model, list(config.data), config.out, config.lm_eval_include

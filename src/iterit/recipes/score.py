@@ -19,9 +19,9 @@ import numpy as np
 
 from iterit.config import ScoreConfig
 from iterit.errors import IterITError
+from iterit.models import DTYPES, load_model
 from iterit.scoring.distributed import gather_objects, init_distributed_from_env
 from iterit.scoring.engine import IFD_FORMS, score_samples
-from iterit.scoring.loading import DTYPES, load_model
 from iterit.scoring.table import ScoreTable, format_summary, summarize_scores, write_scores
 
 if TYPE_CHECKING:
