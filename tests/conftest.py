@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from iterit.data import Sample
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -80,3 +82,23 @@ def kill_group(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     process.wait(timeout=60)
+
+
+WORDS = "apple river green stone light house garden window silver yellow market winter summer forest".split()
+
+
+def make_samples(n: int) -> list[Sample]:
+    """Small arithmetic and echo tasks with responses of varied length, from two sources."""
+    samples = []
+    for i in range(n):
+        words = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(1 + i % 5))
+        if i % 2:
+            question, answer = f"What is {i} plus {i * 3 % 17}?", str(i + i * 3 % 17)
+        else:
+            question, answer = f"Repeat the words: {words}", words
+        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        samples.append(Sample(f"s{i}", messages, "math" if i % 2 else "echo", "messages", i))
+    return samples
+
+
+# ---------------------------------------------------------------- seams (stand-ins passed in explicitly)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_samples
 from datasets import Dataset
-from test_training import make_samples, plain_trainer
+from test_reselection import plain_trainer
 
 from iterit.data import load_samples
 from iterit.errors import IterITError

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from iterit.config import EvalConfig
 from iterit.data import Sample
 from iterit.errors import IterITError
 from iterit.evaluation import (
     contains_answer,
-    eval_command,
     evaluate,
     evaluate_lm_eval,
     exact_match,
@@ -21,6 +21,7 @@ from iterit.evaluation import (
     normalize_answer,
     parse_metrics,
 )
+from iterit.recipes.evaluate import run as eval_run
 
 QA = [
     ("What is 2 + 3?", "5", "curated", "add"),
@@ -222,23 +223,23 @@ def test_lm_eval_missing_names_the_extra(tiny):
         evaluate_lm_eval(*tiny, "arc_easy")
 
 
-def test_eval_command_writes_json(tiny_model_dir, tmp_path):
+def test_eval_recipe_writes_json(tiny_model_dir, tmp_path):
     data = tmp_path / "held_out.jsonl"
     data.write_text("".join(json.dumps(s.record) + "\n" for s in _samples()), encoding="utf-8")
     out = tmp_path / "eval.json"
-    result = eval_command(str(tiny_model_dir), [str(data)], str(out), "loss,contains", max_new_tokens=4,
-                          progress=False)
+    result = eval_run(EvalConfig(model=str(tiny_model_dir), data=[str(data)], out=str(out), metrics="loss,contains",
+                                 max_new_tokens=4, quiet=True)).evaluation
     written = json.loads(out.read_text())
     assert written["overall"]["n"] == 5 and written["metrics"] == ["loss", "contains"]
     assert written["overall"]["loss"] == pytest.approx(result.overall.loss)
     assert set(written["by_family"]) == {"add", "capital", "parity", "reverse"}
 
 
-def test_eval_command_refuses_a_missing_model(tmp_path):
+def test_eval_recipe_refuses_a_missing_model(tmp_path):
     data = tmp_path / "held_out.jsonl"
     data.write_text(json.dumps({"instruction": "Hi", "output": "Hello"}) + "\n", encoding="utf-8")
     with pytest.raises(IterITError, match="--model"):
-        eval_command(str(tmp_path / "no-model"), [str(data)], None, progress=False)
+        eval_run(EvalConfig(model=str(tmp_path / "no-model"), data=[str(data)], quiet=True))
 
 
 LM_EVAL_TASKS = Path(__file__).parent / "data" / "lm_eval"

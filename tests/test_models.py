@@ -42,3 +42,17 @@ def test_smollm2_is_converted_once_and_scores(tmp_path: Path, monkeypatch: pytes
                              {"role": "assistant", "content": "The capital of France is Paris."}], "t", "alpaca", 1)
     table = score_samples(model, tokenizer, [helpful, unrelated], progress=False)
     assert table.ifd[0] < 1 and table.ifd[0] < table.ifd[1]  # a real LLM: the right question helps most
+
+
+def test_models_load_in_one_place():
+    """Every command loads its model through iterit.models.load_model; no other module calls from_pretrained."""
+    import re
+
+    from iterit import models, scoring
+
+    assert scoring.load_model is models.load_model and scoring.DTYPES is models.DTYPES
+    source = Path(models.__file__).parent
+    callers = [str(p.relative_to(source)) for p in source.rglob("*.py")
+               if p.name != "models.py" and "demo" not in p.parts
+               and re.search(r"^(?!\s*[\"']).*\.from_pretrained\(", p.read_text(encoding="utf-8"), flags=re.M)]
+    assert callers == []

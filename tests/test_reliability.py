@@ -267,9 +267,10 @@ def test_missing_scores_are_grouped_by_kind_with_examples(tmp_path: Path, tiny_m
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO / "src")}
-# The CLI has no shard-size flag (1000 per shard); the same function with small shards gives many kill points.
-SCORE_SCRIPT = ("import sys; from iterit.scoring import score_command; "
-                "score_command(sys.argv[1], [sys.argv[2]], sys.argv[3], shard_size=8, max_length=64, progress=False)")
+# Small shards (the CLI's --shard-size, 1000 by default) give many kill points.
+SCORE_SCRIPT = ("import sys; from iterit.config import ScoreConfig; from iterit.recipes.score import run; "
+                "run(ScoreConfig(model=sys.argv[1], data=[sys.argv[2]], out=sys.argv[3], shard_size=8, max_length=64, "
+                "quiet=True))")
 TEMP_FILE = re.compile(r"\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp")  # storage.atomic_path's mkstemp names
 KILLS_PER_COMMAND = 2
 

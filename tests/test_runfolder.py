@@ -103,3 +103,24 @@ def test_train_runs_resume_refuse_other_settings_and_overwrite(tmp_path: Path, u
                  "--overwrite"]) == 0
     assert (userdir / "keep.txt").read_text() == "keep me"
     assert not (userdir / "model" / "notes.txt").exists() and (userdir / "model" / "config.json").exists()
+
+
+# ---------------------------------------------------------------- the layout
+
+
+def test_run_folder_names_every_entry_once_and_writes_atomically(tmp_path):
+    from iterit.runfolder import RUN_ENTRIES, RunFolder
+    from iterit.storage import read_table
+
+    folder = RunFolder(tmp_path / "run")
+    assert folder.config.name == "config.yaml" and folder.summary.name == "summary.json"
+    for path in (folder.config, folder.summary, folder.epochs, folder.model, folder.adapter):
+        assert path.parent == folder.root and path.name in RUN_ENTRIES
+    assert not folder.is_train_run() and folder.epoch_folders() == []
+    folder.write_epoch_table(1, "selection", ".jsonl", [{"id": "a"}], metadata={"epoch": 1})
+    folder.write_epoch_json(0, "dynamics.json", {"epoch": 0})
+    folder.write_summary({"budget": 1})
+    assert folder.epoch_table(1, "selection", ".jsonl") == tmp_path / "run" / "epochs" / "1" / "selection.jsonl"
+    assert read_table(folder.epoch_table(1, "selection", ".jsonl"))[0] == [{"id": "a"}]
+    assert [p.name for p in folder.epoch_folders()] == ["0", "1"] and folder.is_train_run()
+    assert not list(folder.root.rglob("*.tmp"))

@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from conftest import kill_group, run_in_group, start_in_group
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from iterit.config import ScoreConfig
 from iterit.errors import IterITError
+from iterit.recipes.score import run as score_run
 from iterit.render import RenderedSample
 from iterit.scoring import (
     ScoreTable,
@@ -340,14 +342,14 @@ def write_alpaca(path: Path, n: int) -> Path:
     return path
 
 
-def test_score_command_writes_rows_in_input_order(tmp_path: Path, tiny_model_dir: Path):
+def test_score_recipe_writes_rows_in_input_order(tmp_path: Path, tiny_model_dir: Path):
     from iterit.data import load_samples
-    from iterit.scoring import score_command
 
     data = write_alpaca(tmp_path / "facts.json", 23)
     for suffix in (".jsonl", ".parquet"):
         out = tmp_path / f"scores{suffix}"
-        summary = score_command(str(tiny_model_dir), [str(data)], str(out), shard_size=5, progress=False)
+        summary = score_run(ScoreConfig(model=str(tiny_model_dir), data=[str(data)], out=str(out), shard_size=5,
+                                        quiet=True)).summary
         table = read_scores(out)
         assert table.ids == [s.id for s in load_samples([data]).samples]
         assert summary["samples"] == 23 and summary["scored"] == int(np.isfinite(table.ifd).sum())
@@ -358,14 +360,14 @@ def test_score_command_writes_rows_in_input_order(tmp_path: Path, tiny_model_dir
     assert rows_jsonl == rows_parquet
 
 
-def test_score_samples_equals_command_and_in_memory_reuse(tmp_path: Path, tiny_model_dir: Path):
+def test_score_samples_equals_the_recipe_and_in_memory_reuse(tmp_path: Path, tiny_model_dir: Path):
     from iterit.data import load_samples
-    from iterit.scoring import load_model, score_command, score_samples
+    from iterit.scoring import load_model, score_samples
 
     data = write_alpaca(tmp_path / "facts.json", 12)
     model, tokenizer = load_model(str(tiny_model_dir), dtype="float32", device="cpu")
     table = score_samples(model, tokenizer, load_samples([data]).samples, progress=False)
-    score_command(str(tiny_model_dir), [str(data)], str(tmp_path / "s.jsonl"), progress=False)
+    score_run(ScoreConfig(model=str(tiny_model_dir), data=[str(data)], out=str(tmp_path / "s.jsonl"), quiet=True))
     np.testing.assert_allclose(read_scores(tmp_path / "s.jsonl").ifd, table.ifd, rtol=1e-6)
 
 
@@ -405,17 +407,18 @@ def test_load_model_failure_is_one_clear_error(tmp_path: Path):
 
 
 def test_bad_arguments_are_reported_together(tmp_path: Path):
-    from iterit.scoring import score_command
-
-    with pytest.raises(IterITError, match="--out .*--ifd-form.*--max-length"):
-        score_command("m", ["d.json"], str(tmp_path / "scores.csv"), ifd_form="x", max_length=0)
+    with pytest.raises(IterITError, match="--out .*--ifd-form.*--max-length.*--shard-size"):
+        score_run(ScoreConfig(model="m", data=["d.json"], out=str(tmp_path / "scores.csv"), ifd_form="x", max_length=0,
+                              shard_size=0))
 
 
 SCORE_SCRIPT = """
 import sys
 import time
-from iterit.scoring import score_command
-score_command(sys.argv[1], [sys.argv[2]], sys.argv[3], shard_size=4, max_length=int(sys.argv[4]), progress=False)
+from iterit.config import ScoreConfig
+from iterit.recipes.score import run
+run(ScoreConfig(model=sys.argv[1], data=[sys.argv[2]], out=sys.argv[3], shard_size=4, max_length=int(sys.argv[4]),
+                quiet=True))
 """
 
 
@@ -426,7 +429,6 @@ def score_script(model: Path, data: Path, out: Path, max_length: int = 2048) -> 
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_output_and_other_arguments_are_refused(tmp_path: Path, tiny_model_dir: Path):
-    from iterit.scoring import score_command
     from iterit.storage import read_table
 
     data = write_alpaca(tmp_path / "facts.json", 800)
@@ -449,7 +451,8 @@ def test_killed_run_resumes_to_identical_output_and_other_arguments_are_refused(
     assert len(done_before) < 200
 
     with pytest.raises(IterITError, match=r"other arguments \(differs in: max_length\).*delete"):
-        score_command(str(tiny_model_dir), [str(data)], str(out), shard_size=4, max_length=512, progress=False)
+        score_run(ScoreConfig(model=str(tiny_model_dir), data=[str(data)], out=str(out), shard_size=4, max_length=512,
+                              quiet=True))
 
     resumed = run_in_group(command, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -458,7 +461,7 @@ def test_killed_run_resumes_to_identical_output_and_other_arguments_are_refused(
 
 
 @pytest.mark.slow
-def test_score_command_under_torchrun_writes_the_single_process_output(tmp_path: Path, tiny_model_dir: Path):
+def test_score_recipe_under_torchrun_writes_the_single_process_output(tmp_path: Path, tiny_model_dir: Path):
     from iterit.storage import read_table
 
     data = write_alpaca(tmp_path / "facts.json", 30)

@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iterit.config import SelectConfig
 from iterit.data import Sample, load_samples
 from iterit.diversity import response_tfidf, select_greedy_naive
 from iterit.errors import IterITError
+from iterit.recipes.select import run as select_run
 from iterit.scoring import ScoreTable, write_scores
 from iterit.selection import (
     align_scores,
@@ -19,7 +21,6 @@ from iterit.selection import (
     manifest_path,
     parse_source_budget,
     resolve_budget,
-    select_command,
     select_samples,
     write_selection,
 )
@@ -270,15 +271,16 @@ def test_manifest_writes_unused_values_as_null(tmp_path):
     assert rows[0]["diversity"] is None and rows[0]["ifd"] is None
 
 
-def test_select_command_end_to_end(tmp_path):
+def test_select_recipe_end_to_end(tmp_path):
     data = tmp_path / "mine.json"
     data.write_text(json.dumps([s.record for s in SAMPLES]))
     loaded = load_samples([data])
     scores_path = tmp_path / "scores.parquet"
     write_scores(make_scores(loaded.samples), scores_path)
     out = tmp_path / "subset.json"
-    selection, text = select_command([str(data)], str(scores_path), "0.5", "iterit", str(out),
-                                     source_budget="mine=2")
+    result = select_run(SelectConfig(data=[str(data)], scores=str(scores_path), budget="0.5", strategy="iterit",
+                                     out=str(out), source_budget="mine=2"))
+    selection, text = result.selection, result.text
     # The only source is capped at 2 and no unlisted source can take the other half of the budget.
     assert len(selection.indices) == 2 and selection.summary["unfilled"] == 2
     assert "strategy iterit: 2 selected of 6 candidates (8 samples)" in text
@@ -286,11 +288,13 @@ def test_select_command_end_to_end(tmp_path):
     assert "exact duplicates in the data: 0 (kept" in text
     assert json.loads(out.read_text()) == [loaded.samples[i].record for i in selection.indices]
     with pytest.raises(IterITError, match="--out"):
-        select_command([str(data)], str(scores_path), "2", "ifd", str(tmp_path / "subset.csv"))
+        select_run(SelectConfig(data=[str(data)], scores=str(scores_path), budget="2", strategy="ifd",
+                                out=str(tmp_path / "subset.csv")))
     with pytest.raises(IterITError, match="--budget"):
-        select_command([str(data)], str(scores_path), "lots", "ifd", str(out))
+        select_run(SelectConfig(data=[str(data)], scores=str(scores_path), budget="lots", strategy="ifd", out=str(out)))
     with pytest.raises(IterITError, match="--ngram-max"):
-        select_command([str(data)], str(scores_path), "2", "iterit", str(out), ngram_max=0)
+        select_run(SelectConfig(data=[str(data)], scores=str(scores_path), budget="2", strategy="iterit", out=str(out),
+                                ngram_max=0))
 
 
 def test_select_takes_a_datasets_dataset_and_writes_one(tmp_path):
@@ -308,8 +312,8 @@ def test_select_takes_a_datasets_dataset_and_writes_one(tmp_path):
     out = tmp_path / "subset"  # no suffix: a save_to_disk folder, the manifest beside it
     scores_path = tmp_path / "scores.jsonl"
     write_scores(scores, scores_path)
-    selection, text = select_command([dataset], str(scores_path), "4", "iterit", str(out),
-                                     data_options={"columns": columns})
+    text = select_run(SelectConfig(data=[dataset], scores=str(scores_path), budget="4", strategy="iterit",
+                                   out=str(out), columns=columns)).text
     assert datasets.load_from_disk(str(out)).to_list() == subset.to_list()
     assert manifest_path(out) == tmp_path / "subset.manifest.jsonl" and manifest_path(out).exists()
     assert f"wrote {out} and {tmp_path / 'subset.manifest.jsonl'}" in text

@@ -1,4 +1,7 @@
-"""The ``iterit`` command: parse flags and YAML into a config dataclass, call the API, print the result.
+"""The ``iterit`` command: parse flags and YAML into the command's config, run its recipe, print the result.
+
+``iterit CMD`` is ``iterit.recipes.<cmd>.run(config)`` (:mod:`iterit.recipes`) followed by printing
+``result.format()``; this module adds parsing and printing only, and nothing imports it.
 
 Every command accepts ``iterit CMD config.yaml --flag value``: the file's keys are the flags' names with
 underscores, and flags override the file. Both ``--max-length`` and ``--max_length`` spellings work.
@@ -22,41 +25,42 @@ from iterit.errors import IterITError
 from iterit.outputs import reading_config
 from iterit.progress import OncePerRun, show_library_progress_bars
 
-README = "https://github.com/iterit/iterit#readme (or README.md in the source)"
+# There is no documentation site: the README is the manual (also the package's long description on install).
+README = "README.md in the iterit source"
 
-# command -> (one-line help, "module:ConfigClass", "module:function", positional field or None)
+# command -> (one-line help, "module:ConfigClass", the recipe module (its run(config)), positional field or None)
 COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
     "inspect": (
         "load data and print the summary: samples per source, duplicates, invalid rows and why, lengths",
-        "iterit.config:InspectConfig", "iterit.cli:run_inspect", None,
+        "iterit.config:InspectConfig", "iterit.recipes.inspect", None,
     ),
     "score": (
         "complexity: IFD = PPL(response | instruction) / PPL(response) of every sample under a causal LM",
-        "iterit.config:ScoreConfig", "iterit.cli:run_score", None,
+        "iterit.config:ScoreConfig", "iterit.recipes.score", None,
     ),
     "select": (
         "choose a subset: IterIT's IFD x response diversity greedy, or a baseline (ifd, random, longest, full)",
-        "iterit.config:SelectConfig", "iterit.cli:run_select", None,
+        "iterit.config:SelectConfig", "iterit.recipes.select", None,
     ),
     "train": (
         "fine-tune on the selection, re-scoring a candidate pool with the current model after every epoch",
-        "iterit.training:TrainConfig", "iterit.cli:run_train", None,
+        "iterit.training:TrainConfig", "iterit.recipes.train", None,
     ),
     "eval": (
         "held-out response loss / perplexity, and exact match or containment of greedy answers",
-        "iterit.config:EvalConfig", "iterit.cli:run_eval", None,
+        "iterit.config:EvalConfig", "iterit.recipes.evaluate", None,
     ),
     "report": (
         "Markdown + HTML report with plots for a run folder",
-        "iterit.config:ReportConfig", "iterit.cli:run_report", "run",
+        "iterit.config:ReportConfig", "iterit.recipes.report", "run",
     ),
     "demo": (
         "the whole method on built-in known-answer data with a tiny model, on a CPU, in minutes",
-        "iterit.config:DemoConfig", "iterit.cli:run_demo", None,
+        "iterit.config:DemoConfig", "iterit.recipes.demo", None,
     ),
     "tiny-model": (
         "build a small real causal LM (BPE tokenizer, chat template, Llama) for tests and the demo",
-        "iterit.config:TinyModelConfig", "iterit.cli:run_tiny_model", None,
+        "iterit.config:TinyModelConfig", "iterit.recipes.tiny_model", None,
     ),
 }
 REQUIRED = {"model", "out", "run"}
@@ -96,11 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             close = difflib.get_close_matches(command, COMMANDS, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise IterITError(f"unknown command '{command}'; {hint}run `iterit --help` for the list")
-        _, config_ref, handler_ref, positional = COMMANDS[command]
+        _, config_ref, recipe, positional = COMMANDS[command]
         config = parse_config(command, _resolve(config_ref), rest, positional)
         show_library_progress_bars(verbose)
         with reading_config(_config_file(rest)), warnings_once_per_run():  # no output lands on the YAML read
-            return int(_resolve(handler_ref)(config) or 0)
+            result = _resolve(f"{recipe}:run")(config)
+        _print(result.format())
+        return 0
     except IterITError as err:
         if verbose:
             traceback.print_exc()
@@ -268,153 +274,10 @@ def _print(text: str) -> None:
         print(text, flush=True)
 
 
-def run_inspect(config: Any) -> int:
-    import json
-
-    from iterit.data import load_samples
-
-    loaded = load_samples(config.data, **_data_options(config))
-    _print(json.dumps(loaded.summary.to_dict(), indent=2) if config.json else loaded.summary.format())
-    return 0
-
-
-def _data_options(config: Any) -> dict[str, Any]:
-    return {
-        "format": config.format,
-        "columns": config.columns,
-        "system_prompt": config.system_prompt,
-        "skip_invalid": config.skip_invalid,
-        "dedup": config.dedup,
-        "input_join": config.input_join,
-    }
-
-
-def run_tiny_model(config: Any) -> int:
-    from iterit.demo.tiny_model import build_tiny_model
-    from iterit.outputs import check_output
-
-    check_output(config.out, {"--corpus": config.corpus})
-    path = build_tiny_model(config.out, corpus=config.corpus or None, steps=config.steps, seed=config.seed)
-    _print(f"tiny model saved to {path} (load it with AutoModelForCausalLM.from_pretrained)")
-    return 0
-
-
-def run_score(config: Any) -> int:
-    from iterit.scoring import format_summary, score_command
-
-    summary = score_command(
-        config.model, config.data, config.out,
-        template=config.template, max_length=config.max_length, max_batch_tokens=config.max_batch_tokens,
-        ifd_form=config.ifd_form, dtype=config.dtype, device=config.device, progress=not config.quiet,
-        response_end=config.response_end, **_data_options(config),
-    )
-    resumed = f" ({summary['resumed_shards']} shards resumed)" if summary.get("resumed_shards") else ""
-    _print(format_summary(summary) + f"\nwrote {summary['out']}{resumed}")
-    return 0
-
-
-def run_select(config: Any) -> int:
-    from iterit.selection import select_command
-
-    _, text = select_command(
-        config.data, config.scores, config.budget, config.strategy, config.out,
-        threshold=config.threshold, decay=config.decay, seed=config.seed, source_budget=config.source_budget,
-        ngram_max=config.ngram_max, tfidf_options=_vectorizer_options(config.vectorizer),
-        data_options=_data_options(config), tfidf_suffix=tfidf_suffix(config.tfidf_text, config.eos_token),
-        budget_rounding=config.budget_rounding,
-    )
-    _print(text)
-    return 0
-
-
-def tfidf_suffix(tfidf_text: str, eos_token: str | None) -> str:
-    """What ``--tfidf-text`` appends to every response before TF-IDF."""
-    if tfidf_text == "response":
-        return ""
-    if tfidf_text != "response+eos":
-        raise IterITError(f"--tfidf-text {tfidf_text!r}: use response or response+eos")
-    if not eos_token:
-        raise IterITError("--tfidf-text response+eos needs --eos-token, the tokenizer's eos string "
-                          "(Llama 3: '<|end_of_text|>')")
-    return eos_token
-
-
-def _vectorizer_options(name: str) -> dict[str, Any] | None:
-    if name not in ("tfidf", "hashing"):
-        raise IterITError(f"--vectorizer {name!r}: use tfidf or hashing")
-    return {"vectorizer": "hashing"} if name == "hashing" else None
-
-
-def run_train(config: Any) -> int:
-    from iterit.training import train
-
-    result = train(config)
-    lines = [f"budget {result.budget} samples per epoch, pool {result.pool_size}, {result.max_steps} optimizer steps"]
-    for number, epoch in enumerate(result.epochs):
-        loss = epoch.get("mean_train_loss")
-        overlap = epoch.get("overlap_with_previous")
-        lines.append(
-            f"  epoch {number}: train loss {loss:.4f}" if isinstance(loss, float) else f"  epoch {number}:"
-        )
-        if isinstance(overlap, float):
-            lines[-1] += f", overlap with previous selection {overlap:.0%}"
-    lines.append(f"model saved to {result.model_dir}")
-    lines.append(_write_report_line(result.run_dir))
-    _print("\n".join(lines))
-    return 0
-
-
-def _write_report_line(run_dir: Any) -> str:
-    """Write the run's report; a missing plotting extra costs the report, never the finished run."""
-    from iterit.report import write_report
-
-    if not _is_main_process():
-        return ""
-    try:
-        paths = write_report(run_dir)
-    except IterITError as err:
-        return f"report not written: {err}"
-    return f"report: {paths.html}"
-
-
-def run_eval(config: Any) -> int:
-    from iterit.evaluation import eval_command, format_table
-
-    result = eval_command(
-        config.model, config.data, config.out, config.metrics,
-        template=config.template, max_length=config.max_length, max_new_tokens=config.max_new_tokens,
-        batch_size=config.batch_size, lm_eval=config.lm_eval, lm_eval_include=config.lm_eval_include,
-        lm_eval_limit=config.lm_eval_limit, dtype=config.dtype, device=config.device, progress=not config.quiet,
-        response_end=config.response_end, **_data_options(config),
-    )
-    _print(format_table(result) + (f"\nwrote {config.out}" if config.out else ""))
-    return 0
-
-
-def run_report(config: Any) -> int:
-    from iterit.report import write_report
-
-    paths = write_report(config.run)
-    _print(f"wrote {paths.markdown} and {paths.html}")
-    return 0
-
-
 def _is_main_process() -> bool:
     import os
 
     return os.environ.get("RANK", "0") == "0"
-
-
-def run_demo(config: Any) -> int:
-    from iterit.demo.compare import format_comparison, run_demo
-
-    comparison = run_demo(
-        config.out, quick=config.quick, seed=config.seed, strategies=config.strategies, epochs=config.epochs,
-        ratio=config.ratio, pool=config.pool, cache=config.cache, overwrite=config.overwrite,
-    )
-    _print("\n" + format_comparison(comparison))
-    _print(_write_report_line(config.out))
-    return 0
 
 
 if __name__ == "__main__":

@@ -99,6 +99,7 @@ class ScoreConfig(DataArgs, RenderArgs, PresetArgs):
     dtype: str = field(default="auto", metadata=_help("auto (bf16 on GPUs that have it, else float32) | float32 | bfloat16 | float16"))
     device: str = field(default="auto", metadata=_help("auto (cuda if present) | cpu | cuda | cuda:N"))
     ifd_form: str = field(default="ppl-ratio", metadata=_help("ppl-ratio (IterIT: exp(loss_cond - loss_prior)) | loss-ratio (Cherry-LLM)"))
+    shard_size: int = field(default=1000, metadata=_help("samples per resumable shard: a killed run redoes at most this many"))
     quiet: bool = field(default=False, metadata=_help("no progress bar (for logs)"))
 
 

@@ -22,9 +22,9 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from iterit.config import EvalConfig
 from iterit.errors import IterITError, missing_extra
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ def _cut_at_stop(tokens: list[int], stop_ids: set[int]) -> list[int]:
 
 
 def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[list[int]], *, stop_ids: Sequence[int],
-                     max_new_tokens: int = 32, batch_size: int = 16, progress: bool = True) -> list[str]:
+                     max_new_tokens: int = EvalConfig.max_new_tokens, batch_size: int = EvalConfig.batch_size, progress: bool = True) -> list[str]:
     """Greedy answers to tokenised prompts, in input order, decoded without special tokens.
 
     Prompts are sorted by length and batched with left padding (little padding, and each row continues
@@ -273,14 +273,14 @@ def evaluate(
     tokenizer: Any,
     samples: Sequence[Sample],
     *,
-    metrics: str | Sequence[str] = METRICS,
-    template: str = "auto",
-    max_length: int = 2048,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
+    metrics: str | Sequence[str] = EvalConfig.metrics,
+    template: str = EvalConfig.template,
+    max_length: int = EvalConfig.max_length,
+    max_new_tokens: int = EvalConfig.max_new_tokens,
+    batch_size: int = EvalConfig.batch_size,
     system_prompt: str | None = None,
     progress: bool = True,
-    response_end: str = "template",
+    response_end: str = EvalConfig.response_end,
 ) -> EvalResult:
     """Evaluate a causal LM on held-out samples whose last assistant turn is the reference answer.
 
@@ -295,7 +295,7 @@ def evaluate(
         template: the rendering, as in training: ``auto``, ``chat``, ``alpaca`` or ``llama-3.1``.
         response_end: ``template`` or ``eos``, as in training.
         max_length: tokens per sequence, as in training.
-        max_new_tokens: the longest greedy answer.
+        max_new_tokens: the longest greedy answer. The defaults are ``iterit eval``'s (:class:`EvalConfig`).
         batch_size: prompts per generation batch.
         system_prompt: the system message training added, if any.
         progress: show progress bars (only on a terminal).
@@ -340,14 +340,12 @@ def evaluate(
 def _answers_in_eval_mode(model: Any, tokenizer: Any, rendered: Sequence[RenderedSample], max_new_tokens: int,
                           batch_size: int, progress: bool) -> list[str]:
     """Greedy answers with dropout off; the model's training mode is put back afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
+    from iterit.models import eval_mode
+
+    with eval_mode(model):
         prompts = [r.input_ids[: r.span[0]] for r in rendered]
         return generate_answers(model, tokenizer, prompts, stop_ids=_stop_ids(model, tokenizer, rendered),
                                 max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
-    finally:
-        model.train(was_training)
 
 
 def _prediction(sample: Sample, answer: str | None, loss: float, n_tokens: int, metrics: Sequence[str]) -> Prediction:
@@ -400,58 +398,3 @@ def evaluate_lm_eval(model: Any, tokenizer: Any, tasks: str | Sequence[str], *, 
     output = lm_eval.simple_evaluate(model=wrapped, tasks=[t for t in names if t], limit=limit,
                                      num_fewshot=num_fewshot, task_manager=manager)
     return dict(output["results"]) if output else {}
-
-
-def eval_command(
-    model: str,
-    data: Sequence[str],
-    out: str | None = None,
-    metrics: str | Sequence[str] = METRICS,
-    *,
-    template: str = "auto",
-    max_length: int = 2048,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    lm_eval: str | None = None,
-    lm_eval_include: str | None = None,
-    lm_eval_limit: float | None = None,
-    dtype: str = "auto",
-    device: str = "auto",
-    system_prompt: str | None = None,
-    format: str | None = None,
-    columns: dict[str, str] | str | None = None,
-    skip_invalid: bool = False,
-    dedup: bool = False,
-    progress: bool = True,
-    response_end: str = "template",
-    input_join: str = "blank-line",
-) -> EvalResult:
-    """``iterit eval``: load a model folder and held-out data, evaluate, and write the results as JSON.
-
-    Arguments mirror `evaluate` and the data loader's; ``lm_eval`` (comma list of tasks) also runs
-    lm-evaluation-harness on the same model, with ``lm_eval_include`` a folder of your own task YAMLs.
-    The output is checked for writability before the model loads, and written atomically.
-    """
-    from iterit.data import load_samples
-    from iterit.outputs import check_output
-    from iterit.scoring import load_model
-    from iterit.storage import check_writable, write_json
-
-    chosen = parse_metrics(metrics)
-    if out:
-        check_output(out, {"--data": list(data), "--model": model, "--lm-eval-include": lm_eval_include})
-        check_writable(out)
-    if lm_eval_include and not Path(lm_eval_include).is_dir():
-        raise IterITError(f"--lm-eval-include {lm_eval_include}: no such folder; give a folder of lm-eval task YAMLs")
-    samples = load_samples(list(data), format=format, columns=columns, system_prompt=system_prompt,
-                           skip_invalid=skip_invalid, dedup=dedup, input_join=input_join).samples
-    loaded, tokenizer = load_model(model, dtype=dtype, device=device)
-    result = evaluate(loaded, tokenizer, samples, metrics=chosen, template=template, max_length=max_length,
-                      max_new_tokens=max_new_tokens, batch_size=batch_size, system_prompt=system_prompt, response_end=response_end,
-                      progress=progress)
-    result.settings.update({"model": model, "data": [str(d) for d in data]})
-    if lm_eval:
-        result.lm_eval = evaluate_lm_eval(loaded, tokenizer, lm_eval, include_path=lm_eval_include, limit=lm_eval_limit)
-    if out:
-        write_json(out, result.to_dict())
-    return result

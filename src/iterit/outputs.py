@@ -66,7 +66,8 @@ def _named_inputs(inputs: Inputs, own_config: Sequence[PathLike] = ()) -> Iterat
     """``(flag, path)`` for every input that exists on disk, the CLI's YAML configs included."""
     for flag, value in inputs.items():
         values = [] if value is None else [value] if isinstance(value, (str, os.PathLike)) else list(value)
-        for path in values:  # a datasets.Dataset among the inputs is no file to protect
+        for path in values:
+            # An in-memory input (a datasets.Dataset given to select in Python) is no file to protect.
             if isinstance(path, (str, os.PathLike)) and path and os.path.lexists(path):
                 yield flag, Path(path)
     for config in _config_files.get():

@@ -1,4 +1,8 @@
-"""A run folder is iterit's own, or it is empty: the marker file that says so, and ``--overwrite``.
+"""A run folder's layout (:class:`RunFolder`), and whose it is: the marker file that says so, and ``--overwrite``.
+
+:class:`RunFolder` is the one place that names what a train run folder holds (``config.yaml``, ``summary.json``,
+``epochs/<e>/{scores,selection}.<fmt>``, ``dynamics.json``, ``metrics.json``, ``model/``, ``adapter/``,
+``checkpoints/``); training writes through it and the report reads through it.
 
 ``train`` and ``demo`` write into a folder the user names. :func:`claim_run_folder` writes ``.iterit-run`` (JSON:
 the kind of run and the settings that define it) once the model and data have loaded, before anything else.
@@ -14,6 +18,7 @@ import json
 import logging
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,86 @@ from iterit.errors import IterITError
 logger = logging.getLogger(__name__)
 
 MARKER = ".iterit-run"
+# What a train run writes in its folder: all that --overwrite replaces, and where no input may lie.
+RUN_ENTRIES = ("config.yaml", "epochs", "model", "adapter", ".model.partial", ".adapter.partial", "checkpoints",
+               "summary.json", "report.md", "report.html", "plots")
+TABLE_SUFFIXES = (".parquet", ".jsonl")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The layout of a train run folder, read and written here only.
+
+    Attributes:
+        root: the folder (``iterit train --out``).
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        """``config.yaml``: every resolved setting; ``iterit train RUN/config.yaml`` reruns it."""
+        return self.root / "config.yaml"
+
+    @property
+    def summary(self) -> Path:
+        """``summary.json``: budget, pool, per-epoch dynamics and timings; written last."""
+        return self.root / "summary.json"
+
+    @property
+    def epochs(self) -> Path:
+        """``epochs/``: one folder per trained epoch."""
+        return self.root / "epochs"
+
+    @property
+    def model(self) -> Path:
+        """``model/``: the trained (or merged) model and its tokenizer."""
+        return self.root / "model"
+
+    @property
+    def adapter(self) -> Path:
+        """``adapter/``: the LoRA adapter, when ``--merge-lora`` also writes a merged ``model/``."""
+        return self.root / "adapter"
+
+    def epoch(self, epoch: int) -> Path:
+        """``epochs/<epoch>/``: that epoch's scores, selection, dynamics and metrics."""
+        return self.epochs / str(epoch)
+
+    def epoch_table(self, epoch: int, stem: str, suffix: str) -> Path:
+        """``epochs/<epoch>/<stem><suffix>``: ``scores`` or ``selection``, ``.parquet`` or ``.jsonl``."""
+        return self.epoch(epoch) / f"{stem}{suffix}"
+
+    def epoch_folders(self) -> list[Path]:
+        """The ``epochs/<e>/`` folders present, by epoch."""
+        if not self.epochs.is_dir():
+            return []
+        return sorted((p for p in self.epochs.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+
+    def is_train_run(self) -> bool:
+        """Whether the folder holds anything a train run writes first (its settings, summary or epochs)."""
+        return any(path.exists() for path in (self.config, self.summary, self.epochs))
+
+    def write_epoch_json(self, epoch: int, name: str, values: Any) -> None:
+        """``epochs/<epoch>/<name>`` (``dynamics.json``, ``metrics.json``), atomically."""
+        from iterit.storage import write_json
+
+        write_json(self.epoch(epoch) / name, values)
+
+    def write_epoch_table(self, epoch: int, stem: str, suffix: str, rows: list[dict[str, Any]],
+                          metadata: dict[str, Any]) -> None:
+        """``epochs/<epoch>/<stem><suffix>``, atomically, with ``metadata`` beside the rows."""
+        from iterit.storage import write_table
+
+        write_table(self.epoch_table(epoch, stem, suffix), rows, metadata=metadata)
+
+    def write_summary(self, values: dict[str, Any]) -> None:
+        """``summary.json``, atomically."""
+        from iterit.storage import write_json
+
+        write_json(self.summary, values)
 # Entries whose presence means a run got past its start: results worth protecting.
 FINISHED = ("epochs", "model", "checkpoints", "summary.json", "runs", "comparison.json")
 

@@ -9,8 +9,8 @@ The recipe, top to bottom (each step a small function below):
    callback re-scores the pool at each epoch end and writes ``RUN/epochs/<e>/``;
 5. save ``RUN/model/`` (and the merged model for LoRA when asked) and ``RUN/summary.json``.
 
-The re-selection rule lives in :mod:`iterit.rescoring` and its Trainer hooks in :mod:`iterit.reselection`, so
-it also drops into a user's own ``Trainer``; this module adds files, settings and the run folder.
+The re-selection parts are assembled by :func:`iterit.reselection.install.build_reselection`, the builder
+``install_reselection`` uses for a user's own ``Trainer``; this module adds files, settings and the run folder.
 """
 
 from __future__ import annotations
@@ -36,35 +36,19 @@ from transformers import (
 from iterit.config import BUDGET_ROUNDING_HELP, TFIDF_TEXT_HELP, DataArgs, PresetArgs, RenderArgs
 from iterit.data import Sample
 from iterit.errors import IterITError, missing_extra
-from iterit.rescoring import (
-    POOL_HELP,
-    POOLS,
-    STRATEGIES,
-    Reselector,
-    pool_size_for,
-    resolve_pool,
-    score_with,
-    scorer_for_rendered,
-    valid_count,
-)
-from iterit.reselection import (
-    STATE_FILE,
-    IterITTrainer,
-    PaddingCollator,
-    ReselectionCallback,
-    ResponseOnlyDataset,
-    SelectionSampler,
-)
-from iterit.runfolder import MARKER, check_run_folder, claim_run_folder
+from iterit.reselection.callback import STATE_FILE, ReselectionCallback
+from iterit.reselection.install import build_reselection
+from iterit.reselection.rule import POOL_HELP, POOLS, STRATEGIES, resolve_pool, valid_count
+from iterit.reselection.sampler import PaddingCollator, ResponseOnlyDataset
+from iterit.reselection.scorers import score_with, scorer_for_rendered
+from iterit.reselection.trainer import IterITTrainer
+from iterit.runfolder import MARKER, RUN_ENTRIES, RunFolder, check_run_folder, claim_run_folder
 from iterit.scoring import DTYPES, ScoreTable, close_distributed_at_exit
-from iterit.storage import check_writable, read_table, write_json
+from iterit.storage import check_writable, read_table
 
 logger = logging.getLogger(__name__)
 
 TABLE_FORMATS = ("parquet", "jsonl")
-# What a run writes in its folder: all that --overwrite replaces, and where no input may lie.
-RUN_ENTRIES = ("config.yaml", "epochs", "model", "adapter", ".model.partial", ".adapter.partial", "checkpoints",
-               "summary.json", "report.md", "report.html", "plots")
 # The settings that define a run: another value of one of these makes another run, so its folder is refused.
 # (Not: --resume, --quiet, --overwrite, batching for memory, where logs go.)
 RUN_SETTINGS = (
@@ -195,7 +179,7 @@ def train(config: TrainConfig) -> RunResult:
     model, tokenizer = load_model(config)
     if config.process_index == 0:  # the folder is claimed only once model and data have loaded
         claim_run_folder(run, settings, writes=RUN_ENTRIES, overwrite=config.overwrite)
-    write_resolved_config(config, run / "config.yaml")
+    write_resolved_config(config, RunFolder(run).config)
     rendered = render_all(config, tokenizer, samples)
     checkpoint = find_resume_checkpoint(config) if config.resume else None
 
@@ -204,24 +188,20 @@ def train(config: TrainConfig) -> RunResult:
     base_score_s = time.perf_counter() - started
     budget = resolve_budget(config, samples, base)
     warn_if_prompts_unhelpful(base)
-    rescores = STRATEGIES[config.strategy].rescore
-    pool_size = (pool_size_for(config.pool, config.update_ratio, budget, base, candidate_threshold(config))
-                 if rescores else budget)
-    logger.info("budget %d of %d samples (%d candidates); pool %d", budget, len(samples),
-                candidate_count(config, base), pool_size)
-
-    reselector = Reselector(
-        samples, base, budget, config.strategy, config.pool, pool_size,
-        score_fn=scoring_function(config, tokenizer, samples, rendered), select_fn=selection_function(),
+    lengths = (np.array([len(r.input_ids) for r in rendered]), np.array([r.n_response_tokens for r in rendered]))
+    built = build_reselection(
+        samples, base, budget=budget, score_fn=scoring_function(config, tokenizer, samples, rendered),
+        select_fn=selection_function(), strategy=config.strategy, pool=config.pool,
+        update_ratio=config.update_ratio,
         select_options={"threshold": config.threshold, "decay": config.decay, "seed": config.seed,
                         "tfidf_suffix": tokenizer.eos_token if config.tfidf_text == "response+eos" else ""},
+        seed=config.data_seed if config.data_seed is not None else config.seed,
+        run_dir=run, table_suffix=f".{config.table_format}", lengths=lengths,
     )
-    first = reselector.first()
-    first.score_s = base_score_s
-    sampler = SelectionSampler(first.selection.indices, seed=config.data_seed if config.data_seed is not None else config.seed)
-    lengths = (np.array([len(r.input_ids) for r in rendered]), np.array([r.n_response_tokens for r in rendered]))
-    callback = ReselectionCallback(reselector, sampler, first, run_dir=run, table_suffix=f".{config.table_format}",
-                                   lengths=lengths)
+    built.first.score_s = base_score_s
+    sampler, callback, pool_size = built.sampler, built.callback, built.pool_size
+    logger.info("budget %d of %d samples (%d candidates); pool %d", budget, len(samples),
+                candidate_count(config, base), pool_size)
     if checkpoint is not None:
         callback.load_state_dict(json.loads((checkpoint / STATE_FILE).read_text()))
 
@@ -240,7 +220,7 @@ def train(config: TrainConfig) -> RunResult:
     result = RunResult(run, model_dir, budget, pool_size, callback.history, trainer.state.max_steps,
                        selections=selections_by_epoch(callback))
     if trainer.is_world_process_zero():
-        write_summary(config, result, samples, base, run / "summary.json")
+        write_summary(config, result, samples, base, RunFolder(run))
     return result
 
 
@@ -292,7 +272,7 @@ def check_run_outputs(config: TrainConfig, run: Path) -> None:
     """
     from iterit.outputs import check_output
 
-    own = (run / "config.yaml",) if (run / MARKER).exists() else ()
+    own = (RunFolder(run).config,) if (run / MARKER).exists() else ()
     check_output(run, {"--data": list(config.data), "--model": config.model, "--scores": config.scores},
                  writes=RUN_ENTRIES, own_config=own)
 
@@ -374,7 +354,7 @@ def load_model(config: TrainConfig) -> tuple[Any, Any]:
     Loaded on the CPU: the Trainer moves it to its device. ``--dtype auto`` keeps float32 master weights,
     except for LoRA with ``--bf16``, where the base stays frozen and bfloat16 halves its memory.
     """
-    from iterit.scoring import load_model as load_for_scoring
+    from iterit.models import load_model as load_for_scoring
 
     dtype = config.dtype
     if dtype == "auto":
@@ -446,7 +426,7 @@ def epoch0_scores(config: TrainConfig, model: Any, tokenizer: Any, samples: list
     """
     if config.scores:
         return read_scores_for(Path(config.scores), samples, "--scores")
-    own = run / "epochs" / "0" / f"scores.{config.table_format}"
+    own = RunFolder(run).epoch_table(0, "scores", f".{config.table_format}")
     if config.resume and own.exists():
         logger.info("resuming: reusing the epoch-0 scores in %s", own)
         return read_scores_for(own, samples, str(own))
@@ -523,11 +503,11 @@ class EpochProgressCallback(TrainerCallback):
 
 def save_final_model(config: TrainConfig, trainer: IterITTrainer, tokenizer: Any, run: Path) -> Path:
     """``RUN/model``: the trained model (or LoRA adapter; merged when ``--merge-lora``) + tokenizer."""
-    model_dir = run / "model"
+    model_dir = RunFolder(run).model
     if not config.lora_r or not config.merge_lora:
         _save_whole(trainer, tokenizer, model_dir)
         return model_dir
-    _save_whole(trainer, tokenizer, run / "adapter")
+    _save_whole(trainer, tokenizer, RunFolder(run).adapter)
     if trainer.is_world_process_zero():
         merged = trainer.model.merge_and_unload()
         partial = model_dir.with_name(".model.partial")
@@ -560,9 +540,10 @@ def selections_by_epoch(callback: ReselectionCallback) -> list[list[int]]:
     return [callback.selections[epoch] for epoch in sorted(callback.selections)]
 
 
-def write_summary(config: TrainConfig, result: RunResult, samples: list[Sample], base: ScoreTable, path: Path) -> None:
+def write_summary(config: TrainConfig, result: RunResult, samples: list[Sample], base: ScoreTable, folder: RunFolder) -> None:
+    """``summary.json``: the run's budget, pool, per-epoch dynamics and timings, and where the model is."""
     totals = {key: float(sum(e.get(key) or 0.0 for e in result.epochs)) for key in ("score_s", "select_s", "train_s")}
-    write_json(path, {
+    folder.write_summary({
         "strategy": config.strategy, "pool": config.pool, "samples": len(samples), "valid": valid_count(base),
         "budget": result.budget, "pool_size": result.pool_size, "update_ratio": config.update_ratio,
         "epochs": result.epochs, "max_steps": result.max_steps, "timings": totals,

@@ -21,6 +21,7 @@ from iterit.report.plots import (
     train_plots,
 )
 from iterit.report.rundir import TrainRun, read_json, read_train_run, read_yaml
+from iterit.runfolder import RunFolder
 from iterit.storage import atomic_open, atomic_path, check_writable
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def write_report(run_dir: str | Path) -> ReportPaths:
     require_matplotlib()
     if (run / "comparison.json").exists() or (run / "runs").is_dir():
         return _write_demo_report(run)
-    if not any((run / name).exists() for name in ("config.yaml", "summary.json", "epochs")):
+    if not RunFolder(run).is_train_run():
         raise IterITError(
             f"{run}: not a run folder (no config.yaml, summary.json, epochs/ or comparison.json); "
             "give the --out folder of `iterit train` or `iterit demo`"

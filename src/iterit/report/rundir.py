@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from iterit.runfolder import TABLE_SUFFIXES, RunFolder
 from iterit.storage import read_table
 
 logger = logging.getLogger(__name__)
@@ -50,10 +51,11 @@ class TrainRun:
 def read_train_run(run: Path) -> TrainRun:
     """Read a train run folder defensively: every missing or broken file becomes a note, never an error."""
     notes: list[str] = []
-    config, config_text = read_yaml(run / "config.yaml", notes)
-    summary = read_json(run / "summary.json", notes)
+    layout = RunFolder(run)
+    config, config_text = read_yaml(layout.config, notes)
+    summary = read_json(layout.summary, notes)
     summary = summary if isinstance(summary, dict) else {}
-    epochs = [_read_epoch(run, folder, notes) for folder in _epoch_folders(run)]
+    epochs = [_read_epoch(run, folder, notes) for folder in layout.epoch_folders()]
     _merge_summary_epochs(epochs, summary)
     _fill_missing_dynamics(epochs)
     steps, losses, source = _read_loss_history(run, config, epochs, notes)
@@ -87,7 +89,7 @@ def read_yaml(path: Path, notes: list[str]) -> tuple[dict[str, Any], str | None]
 
 
 def _read_rows(folder: Path, stem: str, notes: list[str]) -> list[dict[str, Any]] | None:
-    for suffix in (".parquet", ".jsonl"):
+    for suffix in TABLE_SUFFIXES:
         path = folder / f"{stem}{suffix}"
         if path.exists():
             try:
@@ -96,13 +98,6 @@ def _read_rows(folder: Path, stem: str, notes: list[str]) -> list[dict[str, Any]
                 notes.append(f"{path}: unreadable ({str(err).splitlines()[0]}); skipped")
                 return None
     return None
-
-
-def _epoch_folders(run: Path) -> list[Path]:
-    folder = run / "epochs"
-    if not folder.is_dir():
-        return []
-    return sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
 def _read_epoch(run: Path, folder: Path, notes: list[str]) -> EpochRecord:

@@ -19,11 +19,17 @@ Why this is fast (the reference wastes most of its compute):
 
 The package's modules follow the data: ``batches`` (texts -> length-sorted batches), ``head`` (backbone + output
 head), ``engine`` (batches -> per-sample losses and IFD), ``table`` (the score table, its summary and files),
-``loading`` (model + tokenizer), ``command`` (the resumable ``iterit score``), ``distributed`` (ranks).
+``distributed`` (ranks); models load through :mod:`iterit.models`. The resumable ``iterit score`` is
+:mod:`iterit.recipes.score`.
 """
 
+from iterit.models import (  # re-exported: loading lives in models
+    DTYPES,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+)
 from iterit.scoring.batches import padding_share, plan_batches
-from iterit.scoring.command import score_command
 from iterit.scoring.distributed import (
     close_distributed,
     close_distributed_at_exit,
@@ -31,7 +37,6 @@ from iterit.scoring.distributed import (
     init_distributed_from_env,
 )
 from iterit.scoring.engine import IFD_FORMS, RenderedScores, score_rendered, score_samples, score_table
-from iterit.scoring.loading import DTYPES, load_model, resolve_device, resolve_dtype
 from iterit.scoring.table import (
     MOSTLY_UNHELPFUL,
     UNHELPFUL_PROMPTS_HINT,
@@ -60,7 +65,6 @@ __all__ = [
     "read_scores",
     "resolve_device",
     "resolve_dtype",
-    "score_command",
     "score_rendered",
     "score_samples",
     "score_table",

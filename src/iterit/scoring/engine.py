@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from iterit.config import ScoreConfig
 from iterit.errors import IterITError, check_choice
+from iterit.models import eval_mode
 from iterit.render import RenderedSample
 from iterit.scoring.batches import WorkItem, collect_work_items, padding_share, plan_batches
 from iterit.scoring.distributed import distributed_rank_world, gather_objects
@@ -145,9 +147,7 @@ def score_rendered(
     mine = batches[rank::world]
     parts = split_model(model)
     pad_id = _pad_id(model, pad_token_id)
-    was_training = parts.model.training
-    parts.model.eval()
-    try:
+    with eval_mode(parts.model):
         with torch.inference_mode():
             head_only = parts.head_only and bool(sequences)
             if head_only:
@@ -160,8 +160,6 @@ def score_rendered(
                 # Sharded models (FSDP, DeepSpeed ZeRO-3) gather weights inside every forward, collectively:
                 # a rank with one batch fewer runs the smallest batch again, so every rank makes the same calls.
                 token_losses(parts, [sequences[k] for k in batches[-1]], pad_id, head_only)
-    finally:
-        parts.model.train(was_training)
     merged: dict[int, float] = {}
     for part in gather_objects(local, world):
         merged.update(part)
@@ -213,14 +211,14 @@ def score_samples(
     tokenizer: Any,
     samples: Sequence[Sample] | Any,
     *,
-    template: str = "auto",
-    max_length: int = 2048,
-    max_batch_tokens: int = 16384,
-    ifd_form: str = "ppl-ratio",
+    template: str = ScoreConfig.template,
+    max_length: int = ScoreConfig.max_length,
+    max_batch_tokens: int = ScoreConfig.max_batch_tokens,
+    ifd_form: str = ScoreConfig.ifd_form,
     system_prompt: str | None = None,
     progress: bool = True,
     columns: dict[str, str] | str | None = None,
-    response_end: str = "template",
+    response_end: str = ScoreConfig.response_end,
 ) -> ScoreTable:
     """Render ``samples`` with ``tokenizer`` and score them with ``model`` (see :func:`score_rendered`).
 

@@ -1,4 +1,7 @@
-"""``iterit score``: score data files into a table, resumably (shard files under a fingerprint of the run)."""
+"""``iterit score``: score data files into a table, resumably (shard files under a fingerprint of the run).
+
+``run(ScoreConfig(...))`` is the command; the CLI only parses flags into the config and prints the result.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +11,18 @@ import logging
 import math
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from iterit.config import ScoreConfig
 from iterit.errors import IterITError
+from iterit.models import DTYPES, load_model
 from iterit.scoring.distributed import gather_objects, init_distributed_from_env
 from iterit.scoring.engine import IFD_FORMS, score_samples
-from iterit.scoring.loading import DTYPES, load_model
-from iterit.scoring.table import ScoreTable, summarize_scores, write_scores
+from iterit.scoring.table import ScoreTable, format_summary, summarize_scores, write_scores
 
 if TYPE_CHECKING:
     from iterit.data import Sample
@@ -147,21 +152,34 @@ def check_score_outputs(out: str, model: str, data: Sequence[str]) -> None:
     check_output(f"{out}.shards", inputs, flag="--out (its shard folder)")
 
 
-def _validate_command(
-    out: str, ifd_form: str, dtype: str, max_length: int, max_batch_tokens: int, shard_size: int
-) -> None:
-    """All argument problems at once, before loading anything."""
+@dataclass
+class ScoreResult:
+    """What ``iterit score`` wrote: the summary of the table (:func:`summarize_scores`), where, and how many
+    shards came from an earlier, killed run."""
+
+    summary: dict[str, Any]
+    out: str
+    resumed_shards: int
+
+    def format(self) -> str:
+        """The lines the CLI prints."""
+        resumed = f" ({self.resumed_shards} shards resumed)" if self.resumed_shards else ""
+        return format_summary(self.summary) + f"\nwrote {self.out}{resumed}"
+
+
+def validate(config: ScoreConfig) -> None:
+    """All problems with the settings at once, before loading anything."""
     problems = []
-    if Path(out).suffix not in (".parquet", ".jsonl"):
-        problems.append(f"--out {out}: use a .parquet or .jsonl file name")
-    if ifd_form not in IFD_FORMS:
-        problems.append(f"--ifd-form: '{ifd_form}' is not one of {', '.join(IFD_FORMS)}")
-    if dtype not in DTYPES:
-        problems.append(f"--dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
+    if Path(config.out).suffix not in (".parquet", ".jsonl"):
+        problems.append(f"--out {config.out}: use a .parquet or .jsonl file name")
+    if config.ifd_form not in IFD_FORMS:
+        problems.append(f"--ifd-form: '{config.ifd_form}' is not one of {', '.join(IFD_FORMS)}")
+    if config.dtype not in DTYPES:
+        problems.append(f"--dtype: '{config.dtype}' is not one of {', '.join(DTYPES)}")
     for flag, value in (
-        ("--max-length", max_length),
-        ("--max-batch-tokens", max_batch_tokens),
-        ("--shard-size", shard_size),
+        ("--max-length", config.max_length),
+        ("--max-batch-tokens", config.max_batch_tokens),
+        ("--shard-size", config.shard_size),
     ):
         if value < 1:
             problems.append(f"{flag}: must be at least 1, got {value}")
@@ -169,72 +187,47 @@ def _validate_command(
         raise IterITError("; ".join(problems))
 
 
-def score_command(
-    model: str,
-    data: Sequence[str],
-    out: str,
-    *,
-    template: str = "auto",
-    max_length: int = 2048,
-    max_batch_tokens: int = 16384,
-    ifd_form: str = "ppl-ratio",
-    dtype: str = "auto",
-    device: str = "auto",
-    system_prompt: str | None = None,
-    shard_size: int = 1000,
-    format: str | None = None,
-    columns: dict[str, str] | str | None = None,
-    skip_invalid: bool = False,
-    dedup: bool = False,
-    progress: bool = True,
-    response_end: str = "template",
-    input_join: str = "blank-line",
-) -> dict[str, Any]:
-    """``iterit score``: score data files with a model into ``out`` (Parquet or JSON Lines), resumably.
+def run(config: ScoreConfig) -> ScoreResult:
+    """``iterit score``: score data files with a model into ``config.out`` (Parquet or JSON Lines), resumably.
 
     Results go to ``<out>.shards/shard-*.json`` every ``shard_size`` samples, each written atomically, beside a
-    ``fingerprint.json`` of the arguments, the data's hash and the model's identity. A killed run restarted
-    with the same arguments skips finished shards and writes the same output; other arguments are refused.
+    ``fingerprint.json`` of the settings, the data's hash and the model's identity. A killed run restarted
+    with the same settings skips finished shards and writes the same output; other settings are refused.
     ``max_batch_tokens`` and ``device`` are not in the fingerprint, so a run that ran out of memory can resume
     with a smaller budget. The shard folder is removed once ``out`` is written.
 
     Under ``torchrun``/``accelerate launch`` every rank runs this; each scores its share and rank 0 writes.
-    ``response_end`` goes to the rendering (:func:`iterit.render.render_samples`).
-    ``format``, ``columns``, ``system_prompt``, ``skip_invalid``, ``dedup`` and ``input_join`` go to
-    :func:`iterit.data.load_samples` (the system prompt is added there, to conversations that have none).
-
-    Returns:
-        The summary (:func:`summarize_scores`) with ``out`` and ``resumed_shards`` added.
     """
     from iterit.data import load_samples
     from iterit.storage import check_writable
 
-    _validate_command(out, ifd_form, dtype, max_length, max_batch_tokens, shard_size)
+    validate(config)
+    model, data, out, shard_size = config.model, list(config.data), config.out, config.shard_size
     check_score_outputs(out, model, data)
     check_writable(out)
     rank, world = init_distributed_from_env()
     samples = load_samples(
-        list(data),
-        format=format,
-        columns=columns,
-        system_prompt=system_prompt,
-        skip_invalid=skip_invalid,
-        dedup=dedup,
-        input_join=input_join,
+        data,
+        format=config.format,
+        columns=config.columns,
+        system_prompt=config.system_prompt,
+        skip_invalid=config.skip_invalid,
+        dedup=config.dedup,
+        input_join=config.input_join,
     ).samples
     if not samples:
         raise IterITError(
             f"--data {' '.join(map(str, data))}: no valid samples to score; see the skipped rows above"
         )
     settings = {
-        "template": template,
-        "max_length": max_length,
-        "ifd_form": ifd_form,
-        "dtype": dtype,
-        "system_prompt": system_prompt,
+        "template": config.template,
+        "max_length": config.max_length,
+        "ifd_form": config.ifd_form,
+        "dtype": config.dtype,
+        "system_prompt": config.system_prompt,
         "shard_size": shard_size,
-        "response_end": response_end,
-        "input_join": input_join,
+        "response_end": config.response_end,
+        "input_join": config.input_join,
     }
     fingerprint = _fingerprint(model, samples, settings)
     folder = Path(f"{out}.shards")
@@ -244,7 +237,7 @@ def score_command(
     n_shards = math.ceil(len(samples) / shard_size)
     pending = _pending_shards(folder, n_shards, rank, world)
     if pending:
-        loaded, tokenizer = load_model(model, dtype=dtype, device=device)
+        loaded, tokenizer = load_model(model, dtype=config.dtype, device=config.device)
         logger.info(
             "scoring %d samples in %d shards (%d already done)",
             len(samples),
@@ -257,12 +250,12 @@ def score_command(
                 loaded,
                 tokenizer,
                 chunk,
-                template=template,
-                max_length=max_length,
-                max_batch_tokens=max_batch_tokens,
-                ifd_form=ifd_form,
-                progress=progress,
-                response_end=response_end,
+                template=config.template,
+                max_length=config.max_length,
+                max_batch_tokens=config.max_batch_tokens,
+                ifd_form=config.ifd_form,
+                progress=not config.quiet,
+                response_end=config.response_end,
             )
             if rank == 0:
                 _write_shard(_shard_path(folder, index), table)
@@ -275,4 +268,5 @@ def score_command(
         write_scores(table, out, metadata={"fingerprint": fingerprint, "summary": summary})
         shutil.rmtree(folder)
     summary = gather_objects(summary, world)[0]
-    return {**summary, "out": str(out), "resumed_shards": n_shards - len(pending)}
+    return ScoreResult({**summary, "out": str(out), "resumed_shards": n_shards - len(pending)}, str(out),
+                       n_shards - len(pending))
