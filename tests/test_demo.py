@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,18 @@ from iterit.errors import IterITError
 
 
 @pytest.mark.slow
-def test_quick_demo_compares_every_strategy(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_quick_demo_compares_every_strategy(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                           caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "demo"
     args = ["demo", "--quick", "--out", str(out), "--cache", str(tmp_path / "cache"), "--strategies", "iterit,static,random,full"]
-    assert main(args) == 0
-    printed = capsys.readouterr().out
+    with caplog.at_level(logging.INFO):
+        assert main(args) == 0
+    printed, console = capsys.readouterr()
+    # The console (issue 18): no transformers bars, each warning once, the table and the report path last.
+    assert not any(bar in printed + console for bar in ("Loading weights", "Writing model shards", "it/s]"))
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert warnings and len(warnings) == len(set(warnings)), warnings
+    assert printed.rstrip().splitlines()[-1] == f"report: {out / 'report.html'}"
     comparison = json.loads((out / "comparison.json").read_text())
     rows = comparison["strategies"]
     assert list(rows) == ["iterit", "static", "random", "full"]
