@@ -271,6 +271,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFF
 SCORE_SCRIPT = ("import sys; from iterit.config import ScoreConfig; from iterit.recipes.score import run; "
                 "run(ScoreConfig(model=sys.argv[1], data=[sys.argv[2]], out=sys.argv[3], shard_size=8, max_length=64, "
                 "quiet=True))")
+PARTIAL_FOLDER = re.compile(r"\.(model|adapter)\.partial")  # training's save-then-rename folders
 TEMP_FILE = re.compile(r"\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp")  # storage.atomic_path's mkstemp names
 KILLS_PER_COMMAND = 2
 
@@ -348,6 +349,9 @@ def parse_file(path: Path) -> None:
 def assert_nothing_half_written(root: Path) -> None:
     """Every file under a final name parses; temp files are atomic-write temps beside their target.
 
+    Files inside ``.model.partial`` / ``.adapter.partial`` are not under a final name: the folder is renamed to
+    ``model`` / ``adapter`` once the save is complete, and a kill mid-save leaves it for the resumed run to redo.
+
     An HF checkpoint folder counts only once iterit's state file, written last by ``on_save``, is in it:
     ``--resume`` ignores the others, so a checkpoint the kill cut short is never read.
     """
@@ -357,6 +361,8 @@ def assert_nothing_half_written(root: Path) -> None:
         if path.name.endswith(".tmp"):
             assert TEMP_FILE.fullmatch(path.name), f"a temp file that no atomic write made: {path}"
             continue
+        if any(PARTIAL_FOLDER.fullmatch(p.name) for p in path.parents):
+            continue  # a model folder being saved: renamed into place only once complete (training._save_whole)
         checkpoint = next((p for p in path.parents if p.name.startswith("checkpoint-")), None)
         if checkpoint is not None and not (checkpoint / STATE_FILE).exists():
             continue

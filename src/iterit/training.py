@@ -520,6 +520,11 @@ def save_final_model(config: TrainConfig, trainer: IterITTrainer, tokenizer: Any
 def _save_whole(trainer: IterITTrainer, tokenizer: Any, folder: Path) -> None:
     """Save into a hidden folder, then rename it into place: a kill never leaves a half-written model."""
     partial = folder.with_name(f".{folder.name}.partial")
+    if trainer.is_world_process_zero() and partial.exists():  # left by a run killed mid-save: start it afresh
+        import shutil
+
+        shutil.rmtree(partial)
+    trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(partial))
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
