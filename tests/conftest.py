@@ -52,6 +52,26 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: the tiny model is too small to gain from more, and on a busy 2-core machine
+    oversubscribed threads made each forward pass ~50x slower. Modules opt in with ``usefixtures``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path):
+    """The tiny model's tokenizer and a loader of a fresh float32 copy of its weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir), lambda: AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+
+
 def run_in_group(command: list[str], *, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a command in its own process group and always kill the whole group afterwards.
 

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import make_samples
 from datasets import Dataset
 from test_reselection import plain_trainer
@@ -27,19 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 trl = pytest.importorskip("trl", reason="pip install 'iterit[trl]'")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir), lambda: AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trl_rows(layout: str, n: int) -> Dataset:

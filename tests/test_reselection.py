@@ -71,22 +71,7 @@ def top_ifd_selector(samples, table, budget, *, strategy="iterit", candidates=No
     return Selection(picks, table.ifd[picks], nan, table.ifd[picks], params={"strategy": strategy})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the tiny model is too small to gain from more, and on a busy 2-core machine
-    oversubscribed threads made each forward pass ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    return tokenizer, lambda: AutoModelForCausalLM.from_pretrained(tiny_model_dir)  # float32
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def plain_trainer(model, tokenizer, rendered, out, **overrides):
