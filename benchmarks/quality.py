@@ -5,8 +5,9 @@
 
 Each seed draws new known-answer data, a new base model and a new training order, then trains every strategy
 at the same per-epoch budget and judges it on the clean held-out set (exact match, held-out loss) and on what
-it selected (share of defective responses, duplicate picks). IterIT is also run with ``--pool frozen`` (the
-reference) against ``--pool rolling``, and with ``decay`` 0.1 (the paper) against 0.0 (covered n-grams removed).
+it selected (share of defective responses, duplicate picks). IterIT is also run with ``--pool greedy`` (the
+paper's "top-ranked samples") and ``--pool reference`` (the reference code's epoch-0 window) against
+``--pool rolling``, and with ``decay`` 0.1 (the paper) against 0.0 (covered n-grams removed).
 
 What we expect, and what to investigate when it does not show: iterit >= static >= random on held-out exact
 match; iterit and static pick far fewer defective and duplicate samples than random; iterit at 5-10% per epoch
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.setdefault(name, []).append(row)
         if args.no_variants:
             continue
-        for label, pool, decay in (("iterit, pool frozen", "frozen", 0.1), ("iterit, decay 0", "rolling", 0.0)):
+        for label, pool, decay in (("iterit, pool greedy", "greedy", 0.1), ("iterit, pool reference", "reference", 0.1),
+                                   ("iterit, decay 0", "rolling", 0.0)):
             variant = run_demo(Path(args.out) / f"seed{seed}-{pool}-decay{decay}", strategies="iterit",
                                pool=pool, decay=decay, **base)
             runs.setdefault(label, []).append(variant["strategies"]["iterit"])

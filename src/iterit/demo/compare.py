@@ -67,7 +67,7 @@ def run_demo(
     strategies: str | list[str] = "iterit,static,ifd,random,full",
     epochs: int = 3,
     ratio: float = 0.08,
-    pool: str = "frozen",
+    pool: str = "greedy",
     decay: float = 0.1,
     cache: str | Path = ".cache/iterit",
     progress: bool = False,
@@ -82,7 +82,8 @@ def run_demo(
         strategies: the strategies to compare (``iterit,static,ifd,random,full`` by default).
         epochs: epochs per strategy (the paper: 3).
         ratio: per-epoch budget as a share of the training data (the paper: 0.05; 5-10% here).
-        pool: IterIT's candidate pool, ``frozen`` (the reference) or ``rolling``.
+        pool: IterIT's candidate pool: ``greedy`` (the head of the epoch-0 ranking), ``reference`` (the reference
+            code's epoch-0 window) or ``rolling``.
         decay: weight an n-gram keeps per picked response that covers it (the paper: 0.1).
         cache: where the pretrained base model is kept between runs.
         progress: show progress bars (the demo logs one line per step otherwise).
