@@ -19,10 +19,14 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+$(VENV)/.installed-plot: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[plot]'
+	touch $@
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-plot  # the demo's report draws its plots with matplotlib
 	$(VENV)/bin/iterit demo
 
 lint: $(VENV)/.installed-dev
