@@ -338,3 +338,19 @@ def test_cli_select_with_the_hashing_vectorizer(tmp_path, capsys):
     assert len(out.read_text().splitlines()) == 4
     assert main([*args, "--vectorizer", "bag"]) == 2
     assert "--vectorizer 'bag'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("strategy", ["iterit", "static", "ifd", "ifd-iterative", "random", "longest", "full"])
+def test_train_and_reselection_count_candidates_by_the_one_rule(strategy):
+    from iterit.reselection.rule import STRATEGIES, valid_count
+    from iterit.selection import candidate_threshold, find_candidates
+    from iterit.training import TrainConfig, candidate_count
+
+    if strategy not in STRATEGIES:
+        pytest.skip(f"{strategy} is not a train strategy")
+    scores = make_scores(SAMPLES)
+    rule = STRATEGIES[strategy].select
+    picked, _ = find_candidates(len(SAMPLES), scores, rule, 1.0, None)
+    config = TrainConfig(output_dir="unused", model="m", data=["d"], strategy=strategy, use_cpu=True)
+    assert candidate_count(config, scores) == len(picked)
+    assert valid_count(scores, candidate_threshold(rule, 1.0)) == len(picked)

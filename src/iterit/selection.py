@@ -120,10 +120,19 @@ def align_scores(samples: Sequence[Sample], scores: ScoreTable) -> ScoreTable:
 # ---------------------------------------------------------------- the candidate pool
 
 
+def candidate_threshold(strategy: str, threshold: float) -> float:
+    """The IFD bound a strategy's candidates must stay under: ``threshold`` when it ranks by IFD, else none."""
+    return threshold if strategy in NEEDS_IFD else math.inf
+
+
 def find_candidates(
     n: int, scores: ScoreTable | None, strategy: str, threshold: float, candidates: np.ndarray | None
 ) -> tuple[np.ndarray, Counter]:
-    """The candidate positions (ascending) and, for the summary, how many were excluded and why."""
+    """The candidate positions (ascending) and, for the summary, how many were excluded and why.
+
+    The one candidate rule: a sample is a candidate when it has a score and, for a strategy that ranks by IFD,
+    its IFD is under ``threshold``. ``train``'s budget checks and the re-selection pool sizes count with it too.
+    """
     keep = np.zeros(n, dtype=bool)
     excluded: Counter = Counter()
     if candidates is None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,18 +330,18 @@ def candidate_count(config: TrainConfig, table: ScoreTable) -> int:
 
 
 def candidate_threshold(config: TrainConfig) -> float:
-    return config.threshold if STRATEGIES[config.strategy].select in ("iterit", "ifd") else math.inf
+    """The IFD bound of the strategy's candidates (selection's rule)."""
+    from iterit.selection import candidate_threshold as threshold_for
+
+    return threshold_for(STRATEGIES[config.strategy].select, config.threshold)
 
 
 def _exclusions(config: TrainConfig, table: ScoreTable) -> str:
-    counts: dict[str, int] = {}
-    for reason in table.reasons:
-        if reason is not None:
-            counts[f"no score: {reason}"] = counts.get(f"no score: {reason}", 0) + 1
-    above = int((np.isfinite(table.ifd) & (table.ifd >= candidate_threshold(config))).sum())
-    if above:
-        counts[f"ifd >= {config.threshold:g}"] = above
-    return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())) or "no reason recorded"
+    """Why samples are not candidates, counted by selection's candidate rule."""
+    from iterit.selection import find_candidates
+
+    _, excluded = find_candidates(len(table.ifd), table, STRATEGIES[config.strategy].select, config.threshold, None)
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(excluded.items())) or "no reason recorded"
 
 
 # ---------------------------------------------------------------- model and data
