@@ -267,3 +267,26 @@ def test_a_real_kill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_mode
     expected, weights = load_file(whole.model_dir / "model.safetensors"), load_file(resumed.model_dir / "model.safetensors")
     for name, tensor in expected.items():
         assert torch.equal(weights[name], tensor), name
+
+
+def test_train_returns_its_picks_and_model_in_memory(tiny_model_dir, tmp_path):
+    """The demo evaluates the result without re-reading the run folder: the in-memory picks and weights are the
+    ones written there."""
+    import torch
+    from safetensors.torch import load_file
+
+    from iterit.storage import read_table
+    from iterit.training import TrainConfig, train
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Say {i}.", "output": f"It is {i}."}) + "\n" for i in range(12)))
+    result = train(TrainConfig(model=str(tiny_model_dir), data=[str(data)], out=str(tmp_path / "run"), strategy="random",
+                               ratio=4, num_train_epochs=2, max_length=64, use_cpu=True, report_to="none",
+                               save_strategy="no", quiet=True, per_device_train_batch_size=2))
+    for epoch, ids in enumerate(result.selected_ids):
+        rows, _ = read_table(tmp_path / "run" / "epochs" / str(epoch) / "selection.parquet")
+        assert ids == [str(row["id"]) for row in rows]
+    saved = load_file(result.model_dir / "model.safetensors")
+    weights = result.model.state_dict()
+    assert all(torch.equal(tensor, weights[name]) for name, tensor in saved.items())
+    assert result.tokenizer is not None

@@ -154,6 +154,8 @@ class RunResult:
         run_dir: the run folder. model_dir: the saved model (load with ``AutoModelForCausalLM``).
         budget: B. pool_size: u x B after clamping. epochs: per-epoch dynamics, loss and timings.
         max_steps: optimizer steps of the one learning-rate schedule.
+        selections / selected_ids: each epoch's picks, as positions in the loaded samples and as ids.
+        model / tokenizer: the trained model and its tokenizer, in memory (what ``model_dir`` holds).
     """
 
     run_dir: Path
@@ -163,6 +165,9 @@ class RunResult:
     epochs: list[dict[str, Any]]
     max_steps: int
     selections: list[list[int]] = field(default_factory=list)
+    selected_ids: list[list[str]] = field(default_factory=list)
+    model: Any = field(default=None, repr=False, compare=False)
+    tokenizer: Any = field(default=None, repr=False, compare=False)
 
 
 def train(config: TrainConfig) -> RunResult:
@@ -216,8 +221,10 @@ def train(config: TrainConfig) -> RunResult:
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     model_dir = save_final_model(config, trainer, tokenizer, run)
+    selections = selections_by_epoch(callback)
     result = RunResult(run, model_dir, budget, pool_size, callback.history, trainer.state.max_steps,
-                       selections=selections_by_epoch(callback))
+                       selections=selections, selected_ids=[[samples[i].id for i in epoch] for epoch in selections],
+                       model=trainer.model, tokenizer=tokenizer)
     if trainer.is_world_process_zero():
         write_summary(config, result, samples, base, RunFolder(run))
     return result

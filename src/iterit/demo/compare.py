@@ -169,7 +169,6 @@ def run_strategy(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs:
     """Train one strategy, evaluate it on the held-out set, and count what its selections held."""
     from iterit.data import load_samples
     from iterit.evaluation import evaluate
-    from iterit.scoring import load_model
     from iterit.training import TrainConfig, train
 
     started = time.perf_counter()
@@ -178,12 +177,11 @@ def run_strategy(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs:
         ratio=ratio, pool=pool, decay=decay, num_train_epochs=epochs, seed=seed, report_to="none", save_strategy="no",
         quiet=not progress, **TRAINING,
     )
-    result = train(config)
-    model, tokenizer = load_model(str(result.model_dir), dtype="float32", device="cpu")
+    result = train(config)  # the picks and the trained model come back in memory: nothing is re-read
     test = load_samples([data.test_file]).samples
-    scores = evaluate(model, tokenizer, test, metrics=("loss", "exact", "contains"), max_length=TRAINING["max_length"],
+    scores = evaluate(result.model, result.tokenizer, test, metrics=("loss", "exact", "contains"), max_length=TRAINING["max_length"],
                       max_new_tokens=24, batch_size=32, progress=progress)
-    picks = _picked_ids(run_dir, len(result.epochs))
+    picks = result.selected_ids
     return StrategyOutcome(
         strategy=strategy,
         exact=scores.overall.exact,
@@ -198,18 +196,6 @@ def run_strategy(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs:
         run_dir=str(run_dir),
         epochs=result.epochs,
     )
-
-
-def _picked_ids(run_dir: Path, n_epochs: int) -> list[list[str]]:
-    from iterit.storage import read_table
-
-    picks = []
-    for epoch in range(n_epochs):
-        folder = run_dir / "epochs" / str(epoch)
-        path = folder / "selection.parquet"
-        rows, _ = read_table(path if path.exists() else folder / "selection.jsonl")
-        picks.append([str(row["id"]) for row in rows])
-    return picks
 
 
 def _epoch_metrics(run_dir: Path, n_epochs: int) -> list[dict[str, Any]]:
