@@ -125,6 +125,11 @@ def candidate_threshold(strategy: str, threshold: float) -> float:
     return threshold if strategy in NEEDS_IFD else math.inf
 
 
+def candidate_mask(scores: ScoreTable, bound: float) -> np.ndarray:
+    """Rows that may be picked: scored, with an IFD under ``bound`` (``math.inf`` for strategies not ranking by IFD)."""
+    return np.isfinite(scores.ifd) & (scores.ifd < bound)
+
+
 def find_candidates(
     n: int, scores: ScoreTable | None, strategy: str, threshold: float, candidates: np.ndarray | None
 ) -> tuple[np.ndarray, Counter]:
@@ -145,10 +150,9 @@ def find_candidates(
         for row in np.flatnonzero(no_score):
             excluded[f"no score: {scores.reasons[row] or 'unknown'}"] += 1
         keep &= ~no_score
-        if strategy in NEEDS_IFD:
-            too_high = keep & (scores.ifd >= threshold)
-            excluded[f"ifd >= {threshold:g}"] = int(too_high.sum())
-            keep &= ~too_high
+        qualified = candidate_mask(scores, candidate_threshold(strategy, threshold))
+        excluded[f"ifd >= {threshold:g}"] = int((keep & ~qualified).sum())
+        keep &= qualified
     return np.flatnonzero(keep), Counter({k: v for k, v in excluded.items() if v})
 
 

@@ -310,10 +310,9 @@ def selection_dynamics(samples: Sequence[Sample], pick: EpochPick, previous: Epo
 
 def valid_count(table: ScoreTable, threshold: float = math.inf) -> int:
     """Samples a selection may pick: scored, with an IFD below ``threshold`` (selection's candidate rule)."""
-    from iterit.selection import find_candidates
+    from iterit.selection import candidate_mask
 
-    strategy = "ifd" if math.isfinite(threshold) else "random"
-    return len(find_candidates(len(table.ifd), table, strategy, threshold, None)[0])
+    return int(candidate_mask(table, threshold).sum())
 
 
 def clamp_pool_size(update_ratio: float, budget: int, table: ScoreTable, threshold: float = math.inf) -> int:
