@@ -17,6 +17,7 @@ from iterit.recipes.select import run as select_run
 from iterit.scoring import ScoreTable, write_scores
 from iterit.selection import (
     align_scores,
+    effective_threshold,
     format_summary,
     manifest_path,
     parse_source_budget,
@@ -354,3 +355,106 @@ def test_train_and_reselection_count_candidates_by_the_one_rule(strategy):
     config = TrainConfig(output_dir="unused", model="m", data=["d"], strategy=strategy, use_cpu=True)
     assert candidate_count(config, scores) == len(picked)
     assert valid_count(scores, candidate_threshold(rule, 1.0)) == len(picked)
+
+
+# ---------------------------------------------------------------- token budgets and the options beyond the paper
+
+
+def token_case(n: int = 40, seed: int = 3):
+    """``n`` samples with distinct responses of 1..30 tokens, all scored under IFD 1."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 31, size=n)
+    samples = make_samples([" ".join(f"w{i}x{j}" for j in range(k)) for i, k in enumerate(lengths)], ["s"] * n)
+    scores = make_scores(samples, ifd=rng.uniform(0.2, 0.95, size=n), reasons=[None] * n)
+    scores.n_response_tokens = lengths.astype(np.int64)
+    return samples, scores, lengths
+
+
+@pytest.mark.parametrize("strategy", ["iterit", "ifd", "random", "longest"])
+@pytest.mark.parametrize("target", [1, 37, 150, 400, 10_000])
+def test_token_budget_keeps_the_ranking_prefix_closest_to_the_target(strategy, target):
+    samples, scores, lengths = token_case()
+    picked = select_samples(samples, scores, None, strategy=strategy, token_budget=target, seed=5)
+    ranking = select_samples(samples, scores, len(samples), strategy=strategy, seed=5).indices
+    k = len(picked.indices)
+    # The picks are the strategy's own ranking, cut where its running token count is closest to the target.
+    assert picked.indices.tolist() == ranking[:k].tolist()
+    totals = np.cumsum(lengths[ranking])
+    assert abs(totals[k - 1] - target) == np.min(np.abs(totals - target))
+    assert abs(int(lengths[picked.indices].sum()) - target) <= max(lengths) / 2 or k == len(samples) or k == 1
+    assert picked.summary["n_response_tokens"] == int(lengths[picked.indices].sum())
+    assert picked.params["token_budget"] == target and picked.summary["budget"] == k
+
+
+def test_random_at_another_strategys_tokens_matches_them_within_half_a_sample():
+    samples, scores, lengths = token_case(n=200, seed=11)
+    iterit = select_samples(samples, scores, 20, strategy="iterit")
+    tokens = int(lengths[iterit.indices].sum())
+    for seed in range(5):
+        random = select_samples(samples, scores, None, strategy="random", seed=seed, token_budget=tokens)
+        assert abs(int(lengths[random.indices].sum()) - tokens) <= lengths.max() / 2
+    assert "response tokens selected" in format_summary(random.summary)
+
+
+def test_token_budget_errors():
+    samples, scores, _ = token_case()
+    with pytest.raises(IterITError, match="--token-budget counts response tokens"):
+        select_samples(samples, None, None, strategy="random", token_budget=10)
+    with pytest.raises(IterITError, match="strategy full"):
+        select_samples(samples, scores, None, strategy="full", token_budget=10)
+    with pytest.raises(IterITError, match="whole number"):
+        select_samples(samples, scores, None, strategy="random", token_budget=0)
+    with pytest.raises(IterITError, match="--source-budget"):
+        select_samples(samples, scores, None, strategy="random", token_budget=10, source_budget="s=2")
+
+
+def test_drop_top_ifd_removes_the_highest_scores_under_the_threshold():
+    samples, scores, _ = token_case(n=50)
+    kept = np.isfinite(scores.ifd) & (scores.ifd < 1.0)
+    bound = effective_threshold(scores, 1.0, 0.2)
+    assert bound in scores.ifd and (scores.ifd[kept] >= bound).sum() >= 0.2 * kept.sum()
+    assert effective_threshold(scores, 1.0, 0.0) == 1.0
+    picked = select_samples(samples, scores, 50, strategy="ifd", drop_top_ifd=0.2)
+    assert picked.summary["n_candidates"] == int((scores.ifd < bound).sum())
+    assert scores.ifd[picked.indices].max() < bound
+    assert picked.params["threshold"] == 1.0 and picked.params["effective_threshold"] == bound
+    # Strategies that do not rank by IFD ignore it.
+    assert len(select_samples(samples, scores, 50, strategy="random", drop_top_ifd=0.2).indices) == 50
+    with pytest.raises(IterITError, match="--drop-top-ifd"):
+        effective_threshold(scores, 1.0, 1.0)
+
+
+def test_l1_diversity_does_not_favour_long_responses():
+    # Under the paper's L2 rows a 42-word response's diversity is about sqrt(its distinct n-grams), so it wins
+    # against a slightly more complex short one on length alone; L1 rows give every unseen response a
+    # diversity of 1, so the higher IFD wins.
+    samples = make_samples(["alpha beta", " ".join(f"t{i}" for i in range(42))], ["s", "s"])
+    scores = make_scores(samples, ifd=[0.5, 0.45], reasons=[None, None])
+    l2 = select_samples(samples, scores, 2, strategy="iterit")
+    l1 = select_samples(samples, scores, 2, strategy="iterit", tfidf_options={"norm": "l1"})
+    assert l2.indices.tolist() == [1, 0] and l2.diversity[0] > 5
+    assert l1.indices.tolist() == [0, 1] and l1.diversity.tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_cli_select_token_budget_drop_top_and_l1(tmp_path, capsys):
+    from iterit.cli import main
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(
+        json.dumps({"id": f"s{i}", "instruction": f"Say {i}.", "output": " ".join(["word"] * (i + 1))}) + "\n"
+        for i in range(12)
+    ))
+    scores = tmp_path / "s.jsonl"
+    scores.write_text("".join(
+        json.dumps({"id": f"s{i}", "source": "d", "ifd": 0.5 + i / 100, "loss_cond": 1.0, "loss_prior": 1.2,
+                    "n_response_tokens": i + 1, "truncated": False, "reason": None}) + "\n" for i in range(12)
+    ))
+    out = tmp_path / "sub.jsonl"
+    args = ["select", "--data", str(data), "--scores", str(scores), "--out", str(out)]
+    assert main([*args, "--strategy", "longest", "--token-budget", "25"]) == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["s11", "s10"]  # 12 + 11 = 23
+    assert "response tokens selected: 23 (token budget 25" in capsys.readouterr().out
+    assert main([*args, "--budget", "12", "--drop-top-ifd", "0.25", "--diversity-norm", "l1"]) == 0
+    assert len(out.read_text().splitlines()) == 8  # the 0.75 quantile (lower) of 0.50..0.61 is 0.58
+    assert main([*args, "--diversity-norm", "l3"]) == 2
+    assert "--diversity-norm 'l3'" in capsys.readouterr().err

@@ -14,12 +14,15 @@ import signal
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_samples, run_in_group
 
 from iterit.errors import IterITError
 from iterit.reselection.rule import STRATEGIES
+from iterit.scoring import ScoreTable
+from iterit.selection import select_samples
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,6 +128,8 @@ def test_pool_larger_than_the_data_is_clamped_and_logged(tiny_model_dir, tmp_pat
         ({"threshold": 1e-9}, "only 0 of 20 samples can be selected"),
         ({"strategy": "best", "pool": "moving"}, "--strategy 'best'.*--pool 'moving'"),
         ({"model": "/nonexistent/model"}, "--model /nonexistent/model: cannot be loaded"),
+        ({"token_budget": 100}, "--token-budget applies to static, ifd, random and longest, not --strategy iterit"),
+        ({"drop_top_ifd": 1.5, "diversity_norm": "l3"}, "--drop-top-ifd 1.5.*--diversity-norm 'l3'"),
     ],
 )
 def test_bad_settings_give_one_clear_error(tiny_model_dir, tmp_path, overrides, message):
@@ -290,3 +295,40 @@ def test_train_returns_its_picks_and_model_in_memory(tiny_model_dir, tmp_path):
     weights = result.model.state_dict()
     assert all(torch.equal(tensor, weights[name]) for name, tensor in saved.items())
     assert result.tokenizer is not None
+
+
+def test_random_at_a_token_budget_trains_on_the_prefix_closest_to_it(tiny_model_dir, tmp_path):
+    """The equal-compute baseline: B is the count of random picks whose response tokens come closest to the
+    budget, the same picks every epoch, and the schedule is sized from that B."""
+    from iterit.storage import read_table
+    from iterit.training import train
+
+    result = train(recipe_config(tmp_path, tiny_model_dir, n=24, strategy="random", token_budget=60,
+                                 per_device_train_batch_size=2, report_to="none", save_strategy="no"))
+    rows, _ = read_table(tmp_path / "run" / "epochs" / "0" / "scores.parquet")
+    tokens = {row["id"]: row["n_response_tokens"] for row in rows}
+    picked = result.selected_ids[0]
+    assert result.selected_ids[1] == picked and result.budget == len(picked)
+    order = select_samples(make_samples(24), ScoreTable.from_rows(rows), 24, strategy="random", seed=0).indices
+    running = np.cumsum([tokens[f"s{i}"] for i in order])
+    assert abs(sum(tokens[i] for i in picked) - 60) == np.min(np.abs(running - 60))
+    assert result.max_steps == 2 * math.ceil(len(picked) / 2)
+
+
+def test_drop_top_ifd_and_l1_diversity_reach_every_epochs_selection(tiny_model_dir, tmp_path):
+    """--drop-top-ifd fixes a lower bound from the base model's scores; every epoch's picks stay under it."""
+    from iterit.selection import effective_threshold
+    from iterit.storage import read_table
+    from iterit.training import train
+
+    train(recipe_config(tmp_path, tiny_model_dir, n=24, drop_top_ifd=0.25, diversity_norm="l1",
+                        report_to="none", save_strategy="no"))
+    rows, _ = read_table(tmp_path / "run" / "epochs" / "0" / "scores.parquet")
+    bound = effective_threshold(ScoreTable.from_rows(rows), 10.0, 0.25)
+    assert bound < max(row["ifd"] for row in rows)
+    for epoch in (0, 1):
+        picks, meta = read_table(tmp_path / "run" / "epochs" / str(epoch) / "selection.parquet")
+        assert all(row["ifd"] < bound for row in picks if row["ifd"] is not None)
+    first, meta = read_table(tmp_path / "run" / "epochs" / "0" / "selection.parquet")
+    assert meta["threshold"] == bound and meta["tfidf_options"]["norm"] == "l1"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["threshold"] == bound

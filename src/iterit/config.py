@@ -10,6 +10,12 @@ from dataclasses import dataclass, field
 
 TFIDF_TEXT_HELP = ("what TF-IDF is fitted on: response (default: the text that is scored, without a template token) "
                    "| response+eos (the reference: output + the tokenizer's eos string, which adds n-grams with it)")
+TOKEN_BUDGET_HELP = ("response tokens per epoch instead of a sample count: the prefix of the strategy's ranking "
+                     "closest to it (random at another strategy's tokens compares at equal compute; default: none)")
+DROP_TOP_IFD_HELP = ("beyond the paper: also drop this top share of the IFD < threshold scores, where generic filler "
+                     "sits (0: the paper; e.g. 0.1)")
+DIVERSITY_NORM_HELP = ("l2 (the paper: a response's diversity grows with its distinct n-grams, favouring long ones) "
+                       "| l1 (beyond the paper: length-normalised, the share of its TF-IDF mass not yet covered)")
 BUDGET_ROUNDING_HELP = ("a share of N as a count: half-up (default: Dolly's 15,011 x 0.05 = 751) "
                         "| floor (the reference's math.floor(N x ratio): 750)")
 
@@ -124,6 +130,9 @@ class SelectConfig(DataArgs, PresetArgs):
     eos_token: str | None = field(default=None, metadata=_help("the tokenizer's eos string, for --tfidf-text response+eos "
                                                                 "(Llama 3: <|end_of_text|>)"))
     budget_rounding: str = field(default="half-up", metadata=_help(BUDGET_ROUNDING_HELP))
+    token_budget: int | None = field(default=None, metadata=_help(TOKEN_BUDGET_HELP + "; needs --scores"))
+    drop_top_ifd: float = field(default=0.0, metadata=_help(DROP_TOP_IFD_HELP))
+    diversity_norm: str = field(default="l2", metadata=_help(DIVERSITY_NORM_HELP))
 
 
 @dataclass

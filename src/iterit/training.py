@@ -32,7 +32,16 @@ from transformers import (
     TrainingArguments,
 )
 
-from iterit.config import BUDGET_ROUNDING_HELP, TFIDF_TEXT_HELP, DataArgs, PresetArgs, RenderArgs
+from iterit.config import (
+    BUDGET_ROUNDING_HELP,
+    DIVERSITY_NORM_HELP,
+    DROP_TOP_IFD_HELP,
+    TFIDF_TEXT_HELP,
+    TOKEN_BUDGET_HELP,
+    DataArgs,
+    PresetArgs,
+    RenderArgs,
+)
 from iterit.data import Sample
 from iterit.errors import IterITError, missing_extra
 from iterit.reselection.callback import STATE_FILE, ReselectionCallback
@@ -43,6 +52,7 @@ from iterit.reselection.scorers import score_with, scorer_for_rendered
 from iterit.reselection.trainer import IterITTrainer
 from iterit.runfolder import MARKER, RUN_ENTRIES, RunFolder, check_run_folder, claim_run_folder
 from iterit.scoring import DTYPES, ScoreTable, close_distributed_at_exit
+from iterit.selection import effective_threshold
 from iterit.storage import check_writable, read_table
 
 logger = logging.getLogger(__name__)
@@ -85,6 +95,12 @@ class TrainConfig(TrainingArguments, DataArgs, RenderArgs, PresetArgs):
     threshold: float = field(default=1.0, metadata=_help("candidates need IFD below this (>= 1: the instruction does not help)"))
     tfidf_text: str = field(default="response", metadata=_help(TFIDF_TEXT_HELP))
     budget_rounding: str = field(default="half-up", metadata=_help(BUDGET_ROUNDING_HELP))
+    token_budget: int | None = field(
+        default=None, metadata=_help(TOKEN_BUDGET_HELP + "; for the strategies that keep their epoch-0 picks "
+                                     "(static, ifd, random, longest): B is the count that reaches it")
+    )
+    drop_top_ifd: float = field(default=0.0, metadata=_help(DROP_TOP_IFD_HELP + "; fixed from the base model's scores"))
+    diversity_norm: str = field(default="l2", metadata=_help(DIVERSITY_NORM_HELP))
     loss_weighting: str = field(
         default="token",
         metadata=_help("token (default: the model's loss, averaged over every response token of the accumulated "
@@ -190,22 +206,23 @@ def train(config: TrainConfig) -> RunResult:
     started = time.perf_counter()
     base = epoch0_scores(config, model, tokenizer, samples, rendered, run)
     base_score_s = time.perf_counter() - started
-    budget = resolve_budget(config, samples, base)
+    threshold = effective_threshold(base, config.threshold, config.drop_top_ifd)
+    options = select_options(config, tokenizer, threshold)
+    budget = resolve_budget(config, samples, base, options)
     warn_if_prompts_unhelpful(base)
     lengths = (np.array([len(r.input_ids) for r in rendered]), np.array([r.n_response_tokens for r in rendered]))
     built = build_reselection(
         samples, base, budget=budget, score_fn=scoring_function(config, tokenizer, samples, rendered),
         select_fn=selection_function(), strategy=config.strategy, pool=config.pool,
         update_ratio=config.update_ratio,
-        select_options={"threshold": config.threshold, "decay": config.decay, "seed": config.seed,
-                        "tfidf_suffix": tokenizer.eos_token if config.tfidf_text == "response+eos" else ""},
+        select_options=options,
         seed=config.data_seed if config.data_seed is not None else config.seed,
         run_dir=run, table_suffix=f".{config.table_format}", lengths=lengths,
     )
     built.first.score_s = base_score_s
     sampler, callback, pool_size = built.sampler, built.callback, built.pool_size
     logger.info("budget %d of %d samples (%d candidates); pool %d", budget, len(samples),
-                candidate_count(config, base), pool_size)
+                candidate_count(config, base, threshold), pool_size)
     if checkpoint is not None:
         callback.load_state_dict(json.loads((checkpoint / STATE_FILE).read_text()))
 
@@ -226,7 +243,7 @@ def train(config: TrainConfig) -> RunResult:
                        selections=selections, selected_ids=[[samples[i].id for i in epoch] for epoch in selections],
                        model=trainer.model, tokenizer=tokenizer)
     if trainer.is_world_process_zero():
-        write_summary(config, result, samples, base, RunFolder(run))
+        write_summary(config, result, samples, base, RunFolder(run), options["threshold"])
     return result
 
 
@@ -264,6 +281,16 @@ def validate_config(config: TrainConfig) -> None:
         problems.append(f"--lora-r {config.lora_r}: must be >= 0 (0 = no LoRA)")
     if config.max_steps > 0:
         problems.append("--max-steps: the schedule is sized from the budget and --epochs; leave --max-steps unset")
+    if config.token_budget is not None and config.token_budget < 1:
+        problems.append(f"--token-budget {config.token_budget}: give a whole number of response tokens >= 1")
+    if config.token_budget is not None and config.strategy in STRATEGIES and (
+            STRATEGIES[config.strategy].rescore or config.strategy == "full"):
+        problems.append(f"--token-budget applies to static, ifd, random and longest, not --strategy {config.strategy} "
+                        "(a re-scoring strategy keeps B samples per epoch; full takes every sample)")
+    if not 0.0 <= config.drop_top_ifd < 1.0:
+        problems.append(f"--drop-top-ifd {config.drop_top_ifd}: must be in [0, 1) (e.g. 0.1)")
+    if config.diversity_norm not in ("l2", "l1"):
+        problems.append(f"--diversity-norm '{config.diversity_norm}' is not one of l2, l1")
     if config.num_train_epochs != int(config.num_train_epochs) or config.num_train_epochs < 1:
         problems.append(f"--epochs {config.num_train_epochs}: give a whole number of epochs >= 1")
     if problems:
@@ -313,13 +340,31 @@ def write_resolved_config(config: TrainConfig, path: Path) -> None:
         yaml.safe_dump(settings, handle, sort_keys=False)
 
 
-def resolve_budget(config: TrainConfig, samples: list[Sample], table: ScoreTable) -> int:
-    """B from ``--ratio`` (a share below 1 or a count, as ``iterit select --budget``); ``full`` takes all."""
-    from iterit.selection import resolve_budget as budget_from
+def select_options(config: TrainConfig, tokenizer: Any, threshold: float) -> dict[str, Any]:
+    """The selection settings every epoch's pick uses (``threshold`` after ``--drop-top-ifd``)."""
+    options: dict[str, Any] = {"threshold": threshold, "decay": config.decay, "seed": config.seed,
+                               "tfidf_suffix": tokenizer.eos_token if config.tfidf_text == "response+eos" else ""}
+    if config.diversity_norm == "l1":
+        options["tfidf_options"] = {"norm": "l1"}
+    if config.token_budget is not None:
+        options["token_budget"] = config.token_budget
+    return options
 
-    valid = candidate_count(config, table)
+
+def resolve_budget(config: TrainConfig, samples: list[Sample], table: ScoreTable,
+                   options: dict[str, Any] | None = None) -> int:
+    """B from ``--ratio`` (a share below 1 or a count, as ``iterit select --budget``), or the count of the
+    epoch-0 picks that reaches ``--token-budget``; ``full`` takes all. ``options``: :func:`select_options`."""
+    from iterit.selection import resolve_budget as budget_from
+    from iterit.selection import select_samples
+
+    options = options or {"threshold": config.threshold}
+    valid = candidate_count(config, table, options["threshold"])
     if config.strategy == "full":
         return valid
+    if options.get("token_budget") is not None:
+        rule = STRATEGIES[config.strategy].select
+        return len(select_samples(samples, table, None, strategy=rule, **options).indices)
     budget = budget_from(config.ratio, len(samples), "--ratio", rounding=config.budget_rounding)
     if budget > len(samples):
         raise IterITError(f"--ratio {config.ratio:g}: a budget of {budget} is more than the {len(samples)} samples "
@@ -331,16 +376,17 @@ def resolve_budget(config: TrainConfig, samples: list[Sample], table: ScoreTable
     return budget
 
 
-def candidate_count(config: TrainConfig, table: ScoreTable) -> int:
-    """Samples the strategy's rule may pick: scored, and under ``--threshold`` when it ranks by IFD."""
-    return valid_count(table, candidate_threshold(config))
+def candidate_count(config: TrainConfig, table: ScoreTable, threshold: float | None = None) -> int:
+    """Samples the strategy's rule may pick: scored, and under ``--threshold`` (or ``threshold``, after
+    ``--drop-top-ifd``) when it ranks by IFD."""
+    return valid_count(table, candidate_threshold(config, threshold))
 
 
-def candidate_threshold(config: TrainConfig) -> float:
+def candidate_threshold(config: TrainConfig, threshold: float | None = None) -> float:
     """The IFD bound of the strategy's candidates (selection's rule)."""
     from iterit.selection import candidate_threshold as threshold_for
 
-    return threshold_for(STRATEGIES[config.strategy].select, config.threshold)
+    return threshold_for(STRATEGIES[config.strategy].select, config.threshold if threshold is None else threshold)
 
 
 def _exclusions(config: TrainConfig, table: ScoreTable) -> str:
@@ -551,12 +597,14 @@ def selections_by_epoch(callback: ReselectionCallback) -> list[list[int]]:
     return [callback.selections[epoch] for epoch in sorted(callback.selections)]
 
 
-def write_summary(config: TrainConfig, result: RunResult, samples: list[Sample], base: ScoreTable, folder: RunFolder) -> None:
-    """``summary.json``: the run's budget, pool, per-epoch dynamics and timings, and where the model is."""
+def write_summary(config: TrainConfig, result: RunResult, samples: list[Sample], base: ScoreTable, folder: RunFolder,
+                  threshold: float) -> None:
+    """``summary.json``: the run's budget, IFD bound (after ``--drop-top-ifd``), pool, per-epoch dynamics and
+    timings, and where the model is."""
     totals = {key: float(sum(e.get(key) or 0.0 for e in result.epochs)) for key in ("score_s", "select_s", "train_s")}
     folder.write_summary({
         "strategy": config.strategy, "pool": config.pool, "samples": len(samples), "valid": valid_count(base),
-        "budget": result.budget, "pool_size": result.pool_size, "update_ratio": config.update_ratio,
+        "budget": result.budget, "threshold": threshold, "pool_size": result.pool_size, "update_ratio": config.update_ratio,
         "epochs": result.epochs, "max_steps": result.max_steps, "timings": totals,
         "model_dir": str(result.model_dir),
     })

@@ -71,11 +71,16 @@ def tfidf_suffix(tfidf_text: str, eos_token: str | None) -> str:
     return eos_token
 
 
-def vectorizer_options(name: str) -> dict[str, Any] | None:
-    """The TF-IDF options ``--vectorizer`` stands for (``None``: the exact vocabulary)."""
+def vectorizer_options(name: str, diversity_norm: str = "l2") -> dict[str, Any] | None:
+    """The TF-IDF options ``--vectorizer`` and ``--diversity-norm`` stand for (``None``: the paper's)."""
     if name not in ("tfidf", "hashing"):
         raise IterITError(f"--vectorizer {name!r}: use tfidf or hashing")
-    return {"vectorizer": "hashing"} if name == "hashing" else None
+    if diversity_norm not in ("l2", "l1"):
+        raise IterITError(f"--diversity-norm {diversity_norm!r}: use l2 (the paper) or l1 (length-normalised)")
+    options = {"vectorizer": "hashing"} if name == "hashing" else {}
+    if diversity_norm == "l1":
+        options["norm"] = "l1"
+    return options or None
 
 
 def run(config: SelectConfig) -> SelectResult:
@@ -91,7 +96,7 @@ def run(config: SelectConfig) -> SelectResult:
     data, scores_path, out, budget, strategy = list(config.data), config.scores, config.out, config.budget, config.strategy
     ngram_max = config.ngram_max
     suffix = tfidf_suffix(config.tfidf_text, config.eos_token)
-    tfidf_options = vectorizer_options(config.vectorizer)
+    tfidf_options = vectorizer_options(config.vectorizer, config.diversity_norm)
     check_select_outputs(out, data, scores_path)
     check_writable(out)
     _check_strategy(strategy, scores_path is not None, config.decay)
@@ -106,7 +111,7 @@ def run(config: SelectConfig) -> SelectResult:
     selection = select_samples(
         loaded.samples, scores, budget_value, strategy=strategy, threshold=config.threshold, decay=config.decay,
         seed=config.seed, source_budget=quotas, tfidf_options=options, tfidf_suffix=suffix,
-        budget_rounding=config.budget_rounding,
+        budget_rounding=config.budget_rounding, token_budget=config.token_budget, drop_top_ifd=config.drop_top_ifd,
     )
     if selection.summary["budget_exceeds_candidates"]:
         logger.warning("--budget %s: asks for %d samples but only %d of the %d are candidates; selecting all %d",
