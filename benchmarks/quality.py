@@ -7,7 +7,8 @@ Each seed draws new known-answer data, a new base model and a new training order
 at the same per-epoch budget and judges it on the clean held-out set (exact match, held-out loss) and on what
 it selected (share of defective responses, duplicate picks). IterIT is also run with ``--pool greedy`` (the
 paper's "top-ranked samples") and ``--pool reference`` (the reference code's epoch-0 window) against
-``--pool rolling``, and with ``decay`` 0.1 (the paper) against 0.0 (covered n-grams removed).
+``--pool rolling``, with ``decay`` 0.1 (the paper) against 0.0 (covered n-grams removed), and with
+``--preset reference`` (the reference code's rendering and selection choices end to end).
 
 What we expect, and what to investigate when it does not show: iterit >= static >= random on held-out exact
 match; iterit and static pick far fewer defective and duplicate samples than random; iterit at 5-10% per epoch
@@ -26,6 +27,16 @@ from pathlib import Path
 
 from iterit.demo.compare import run_demo
 from iterit.storage import write_json
+
+# IterIT's variants beside the main run (--pool rolling): (row, pool, decay, preset).
+VARIANTS = (
+    ("iterit, pool greedy", "greedy", 0.1, None),
+    ("iterit, pool reference", "reference", 0.1, None),
+    ("iterit, decay 0", "rolling", 0.0, None),
+    # The reference code's rendering, TF-IDF text, budget rounding, pool and per-sample loss, at the demo's
+    # model-size settings (learning rate, batch, length): iterit/presets.py lists each setting and its source.
+    ("iterit, preset reference", "reference", 0.1, "reference"),
+)
 
 METRICS = (
     ("exact", "held-out exact", "{:.3f}"),
@@ -61,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             runs.setdefault(name, []).append(row)
         if args.no_variants:
             continue
-        for label, pool, decay in (("iterit, pool greedy", "greedy", 0.1), ("iterit, pool reference", "reference", 0.1),
-                                   ("iterit, decay 0", "rolling", 0.0)):
-            variant = run_demo(Path(args.out) / f"seed{seed}-{pool}-decay{decay}", strategies="iterit",
-                               pool=pool, decay=decay, **base)
+        for label, pool, decay, preset in VARIANTS:
+            folder = f"seed{seed}-{pool}-decay{decay}" + (f"-{preset}" if preset else "")
+            variant = run_demo(Path(args.out) / folder, strategies="iterit", pool=pool, decay=decay, preset=preset,
+                               **base)
             runs.setdefault(label, []).append(variant["strategies"]["iterit"])
     table = format_table(runs, args)
     print(table)

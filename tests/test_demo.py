@@ -79,3 +79,25 @@ def test_demo_rerun_resumes_and_other_settings_are_refused(tmp_path: Path, capsy
     capsys.readouterr()
     assert main([*args, "--seed", "1"]) == 2
     assert "differs in: seed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_runs_a_preset_and_evaluates_as_it_trained(tmp_path: Path) -> None:
+    """quality.py's "preset reference" row: the preset's rendering, pool and loss reach training and evaluation."""
+    import yaml
+
+    from iterit.demo.compare import run_demo
+
+    comparison = run_demo(tmp_path / "demo", quick=True, strategies="iterit", pool="reference", preset="reference",
+                          cache=tmp_path / "cache")
+    assert comparison["settings"]["preset"] == "reference"
+    config = yaml.safe_load((tmp_path / "demo" / "runs" / "iterit" / "config.yaml").read_text())
+    assert {key: config[key] for key in ("preset", "template", "response_end", "input_join", "loss_weighting",
+                                         "tfidf_text", "budget_rounding", "pool", "system_prompt")} == {
+        "preset": "reference", "template": "llama-3.1", "response_end": "eos", "input_join": "reference",
+        "loss_weighting": "sample", "tfidf_text": "response+eos", "budget_rounding": "floor", "pool": "reference",
+        "system_prompt": "You are a helpful assistant."}
+    # The demo's model-size settings stay the demo's: the reference's 2e-5 would not move a tiny model.
+    assert config["learning_rate"] == 2e-3 and config["per_device_train_batch_size"] == 16
+    row = comparison["strategies"]["iterit"]
+    assert row["loss"] is not None and 0 <= row["exact"] <= 1

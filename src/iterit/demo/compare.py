@@ -72,6 +72,7 @@ def run_demo(
     cache: str | Path = ".cache/iterit",
     progress: bool = False,
     overwrite: bool = False,
+    preset: str | None = None,
 ) -> dict[str, Any]:
     """Run the whole comparison into ``out``; returns what ``comparison.json`` holds.
 
@@ -88,6 +89,9 @@ def run_demo(
         cache: where the pretrained base model is kept between runs.
         progress: show progress bars (the demo logs one line per step otherwise).
         overwrite: write into a folder that is not this demo's, replacing only what the demo writes there.
+        preset: a :mod:`iterit.presets` name (``reference``): its rendering, selection and loss settings for
+            every strategy, scored and evaluated the same way; the demo's model-size settings (learning rate,
+            batch size, sequence length) and the arguments above stay the demo's.
     """
     from iterit.demo.tasks import generate_demo_data
     from iterit.outputs import check_output
@@ -104,7 +108,7 @@ def run_demo(
     check_writable(root)
     epochs = min(epochs, 2) if quick else epochs
     settings = {"quick": quick, "seed": seed, "strategies": names, "epochs": epochs, "ratio": ratio, "pool": pool,
-                "decay": decay}
+                "decay": decay, **({"preset": preset} if preset else {})}
     check_run_folder(root, settings, writes=DEMO_ENTRIES, overwrite=overwrite)
     started = time.perf_counter()
     base = base_model(Path(cache), seed=seed, quick=quick)
@@ -117,11 +121,12 @@ def run_demo(
                     number, len(names), strategy, epochs, ratio * 100)
         outcomes.append(run_strategy(strategy, data, base, root / "runs" / strategy,
                                      epochs=epochs, ratio=ratio, pool=pool, decay=decay, seed=seed,
-                                     progress=progress))
+                                     progress=progress, preset=preset))
         logger.info("[demo]    exact %s, held-out loss %s, %.0f s", _fmt(outcomes[-1].exact, 3),
                     _fmt(outcomes[-1].loss, 3), outcomes[-1].wall_s)
     comparison = {
         "settings": {"quick": quick, "seed": seed, "epochs": epochs, "ratio": ratio, "pool": pool, "decay": decay,
+                     "preset": preset,
                      "base_model": str(base), "train_samples": len(data.truth), "families": list(data.families)},
         "strategies": {o.strategy: _outcome_dict(o) for o in outcomes},
         "wall_s": time.perf_counter() - started,
@@ -165,22 +170,25 @@ def base_model(cache: Path, *, seed: int, quick: bool) -> Path:
 
 
 def run_strategy(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs: int, ratio: float, pool: str,
-                 decay: float, seed: int, progress: bool) -> StrategyOutcome:
-    """Train one strategy, evaluate it on the held-out set, and count what its selections held."""
+                 decay: float, seed: int, progress: bool, preset: str | None = None) -> StrategyOutcome:
+    """Train one strategy, evaluate it on the held-out set (rendered as it was trained), and count what its
+    selections held."""
     from iterit.data import load_samples
     from iterit.evaluation import evaluate
     from iterit.training import TrainConfig, train
 
     started = time.perf_counter()
-    config = TrainConfig(
+    settings = dict(
         model=str(base), data=[str(p) for p in data.train_files], out=str(run_dir), strategy=strategy,
         ratio=ratio, pool=pool, decay=decay, num_train_epochs=epochs, seed=seed, report_to="none", save_strategy="no",
         quiet=not progress, **TRAINING,
     )
+    config = TrainConfig.from_preset(preset, **settings) if preset else TrainConfig(**settings)
     result = train(config)  # the picks and the trained model come back in memory: nothing is re-read
-    test = load_samples([data.test_file]).samples
-    scores = evaluate(result.model, result.tokenizer, test, metrics=("loss", "exact", "contains"), max_length=TRAINING["max_length"],
-                      max_new_tokens=24, batch_size=32, progress=progress)
+    test = load_samples([data.test_file], system_prompt=config.system_prompt, input_join=config.input_join).samples
+    scores = evaluate(result.model, result.tokenizer, test, metrics=("loss", "exact", "contains"),
+                      max_length=TRAINING["max_length"], max_new_tokens=24, batch_size=32, progress=progress,
+                      template=config.template, response_end=config.response_end, system_prompt=config.system_prompt)
     picks = result.selected_ids
     return StrategyOutcome(
         strategy=strategy,
