@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio", type=float, default=0.08)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="the demo's quick sizes (a smoke run)")
-    parser.add_argument("--no-variants", action="store_true", help="skip the pool and decay variants of iterit")
+    parser.add_argument("--no-variants", action="store_true", help="skip the pool, decay and preset variants of iterit")
+    parser.add_argument("--variants", default="all",
+                        help="which variants, by the text after 'iterit, ' in their rows, comma separated "
+                             "(e.g. 'pool reference,preset reference'); default all")
     parser.add_argument("--out", default="runs/quality")
     parser.add_argument("--cache", default=".cache/iterit")
     args = parser.parse_args(argv)
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.setdefault(name, []).append(row)
         if args.no_variants:
             continue
-        for label, pool, decay, preset in VARIANTS:
+        for label, pool, decay, preset in chosen_variants(args.variants):
             folder = f"seed{seed}-{pool}-decay{decay}" + (f"-{preset}" if preset else "")
             variant = run_demo(Path(args.out) / folder, strategies="iterit", pool=pool, decay=decay, preset=preset,
                                **base)
@@ -83,6 +86,18 @@ def main(argv: list[str] | None = None) -> int:
                {"settings": vars(args), "runs": runs, "wall_s": time.perf_counter() - started})
     (Path(args.out) / "quality.md").write_text(table + "\n", encoding="utf-8")
     return 0
+
+
+def chosen_variants(spec: str) -> list[tuple]:
+    """The rows of :data:`VARIANTS` named in ``spec`` (``all``: every one)."""
+    if spec == "all":
+        return list(VARIANTS)
+    wanted = {name.strip() for name in spec.split(",") if name.strip()}
+    known = {label.removeprefix("iterit, "): row for row in VARIANTS for label in [row[0]]}
+    unknown = wanted - set(known)
+    if unknown:
+        raise SystemExit(f"--variants: unknown {sorted(unknown)}; choose from {sorted(known)}")
+    return [known[name] for name in known if name in wanted]
 
 
 def format_table(runs: dict[str, list[dict]], args: argparse.Namespace) -> str:
