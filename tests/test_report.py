@@ -110,7 +110,7 @@ def test_train_run_report_has_every_section_and_plot(tmp_path):
         assert heading in markdown
     first, second = (set(s) for s in wrote["selections"][:2])
     overlap = 100 * len(first & second) / len(second)
-    assert f"| 1 | 10 | 30 | {overlap:.1f}% | {100 - overlap:.1f}% |" in markdown
+    assert f"| 1 | 10 | 30 | {overlap:.1f}% | {len(second - first)} ({100 - overlap:.1f}%) |" in markdown
     page = paths.html.read_text()
     assert page.count('src="data:image/png;base64,') == len(TRAIN_PLOTS)
     assert "http://" not in page and "https://" not in page  # self-contained
@@ -280,3 +280,26 @@ def test_report_of_a_real_tiny_train_run(tiny_model_dir, tmp_path):
     assert run.loss_source.endswith("trainer_state.json")
     markdown = paths.markdown.read_text()
     assert "| strategy | iterit |" in markdown and "| 1 | 8 | 16 |" in markdown
+
+
+def test_demo_report_shows_picks_outside_the_epoch0_top_and_their_defect_share(tmp_path):
+    """Issue 16: how many picks each epoch came from outside the epoch-0 top-B, and how many of them are bad."""
+    import json
+
+    make_demo(tmp_path, strategies=("iterit",))
+    selections = make_train_run(tmp_path / "runs" / "iterit", seed=0)["selections"]
+    bad = {f"s{i}" for i in range(0, 90, 3)}  # every third sample's response is defective
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "truth.jsonl").write_text("".join(
+        json.dumps({"id": f"s{i}", "defect": "swapped" if f"s{i}" in bad else None}) + "\n" for i in range(90)))
+    markdown = write_report(tmp_path).markdown.read_text()
+    assert "defective among those not in epoch-0 top-B" in markdown
+    first = set(selections[0])
+    for epoch, picks in enumerate(selections):
+        outside = set(picks) - first
+        among = f"{sum(i in bad for i in outside) / len(outside):.1%}" if outside else "-"
+        share = f"{len(outside) / len(picks):.1%}"
+        row = next(line for line in markdown.splitlines() if line.startswith(f"| {epoch} | 10 |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[4] == f"{len(outside)} ({share})" or (not outside and cells[4] in ("0 (0.0%)", share))
+        assert cells[5] == f"{sum(i in bad for i in picks) / len(picks):.1%}" and cells[6] == among

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from iterit.report.plots import (
     require_matplotlib,
     train_plots,
 )
-from iterit.report.rundir import TrainRun, read_json, read_train_run, read_yaml
+from iterit.report.rundir import TrainRun, read_json, read_train_run, read_yaml, selected_ids
 from iterit.runfolder import RunFolder
 from iterit.storage import atomic_open, atomic_path, check_writable
 
@@ -114,11 +115,16 @@ def write_report(run_dir: str | Path) -> ReportPaths:
 # ---------------------------------------------------------------- sections of a train run
 
 
-def train_run_blocks(run: TrainRun, *, prefix: str, level: int, full: bool) -> list[Block]:
-    """The report sections of one train run; ``full=False`` gives the settings line and dynamics table only."""
+def train_run_blocks(run: TrainRun, *, prefix: str, level: int, full: bool,
+                     defective: dict[str, bool] | None = None) -> list[Block]:
+    """The report sections of one train run; ``full=False`` gives the settings line and dynamics table only.
+
+    ``defective`` (id -> whether the response is known to be bad, as the demo's ``truth.jsonl`` says) adds the
+    defect share of each epoch's picks, and of the picks the epoch-0 selection did not hold.
+    """
     blocks: list[Block] = []
     blocks += _settings_blocks(run, level, full)
-    blocks += [Heading(level, "Selection dynamics per epoch"), *_dynamics_blocks(run)]
+    blocks += [Heading(level, "Selection dynamics per epoch"), *_dynamics_blocks(run, defective)]
     if not full:
         return blocks
     blocks += [Heading(level, "Summary"), *_summary_blocks(run)]
@@ -146,7 +152,7 @@ def _settings_blocks(run: TrainRun, level: int, full: bool) -> list[Block]:
     return [Heading(level, "Settings"), Table(["setting", "value"], rows)]
 
 
-def _dynamics_blocks(run: TrainRun) -> list[Block]:
+def _dynamics_blocks(run: TrainRun, defective: dict[str, bool] | None = None) -> list[Block]:
     if not run.epochs:
         return [Text("No epochs/ folder: the run did not finish its first selection.")]
     headers = [
@@ -164,9 +170,14 @@ def _dynamics_blocks(run: TrainRun) -> list[Block]:
         "train s",
         "source mix",
     ]
+    if defective is not None:
+        headers[5:5] = ["defective picks", "defective among those not in epoch-0 top-B"]
+    first = selected_ids(run.epochs[0]) if run.epochs[0].epoch == 0 else set()
     rows = []
     for record in run.epochs:
         n = record.numbers
+        chosen = selected_ids(record)
+        outside = chosen - first
         ifd = [row.get("ifd") for row in record.selection or [] if isinstance(row.get("ifd"), (int, float))]
         rows.append(
             [
@@ -174,7 +185,8 @@ def _dynamics_blocks(run: TrainRun) -> list[Block]:
                 format_value(n.get("budget", len(record.selection or []) or None)),
                 format_value(n.get("scored", len(record.scores) if record.scores else None)),
                 format_percent(n.get("overlap_with_previous")),
-                format_percent(n.get("share_not_in_epoch0_top")),
+                _count_and_share(n.get("not_in_epoch0_top", len(outside) if first and chosen else None),
+                                 n.get("share_not_in_epoch0_top")),
                 format_value(float(np.nanmean(ifd)) if ifd and np.isfinite(ifd).any() else None),
                 format_value(n.get("mean_train_loss")),
                 format_value(n.get("steps")),
@@ -185,12 +197,40 @@ def _dynamics_blocks(run: TrainRun) -> list[Block]:
                 _format_mix(n.get("source_mix")),
             ]
         )
+        if defective is not None:
+            rows[-1][5:5] = [_defect_share(chosen, defective), _defect_share(outside, defective)]
     note = Text(
         "Overlap: share of this epoch's picks also picked in the epoch before. Not in epoch-0 top-B: "
         "share of picks the base model did not rank in its first selection (the paper's motivating "
         "statistic: what the model finds hard changes as it learns)."
+        + (" Defective: responses known to be wrong, swapped, truncated, filler or empty (truth.jsonl); among "
+           "the picks outside the epoch-0 top-B it says whether re-selection brings in better or worse data."
+           if defective is not None else "")
     )
     return [Table(headers, rows), note]
+
+
+def _count_and_share(count: Any, share: Any) -> str:
+    """``12 (25%)``; just the share where the count is unknown (a run of an older version)."""
+    if isinstance(count, int) and isinstance(share, (int, float)):
+        return f"{count} ({format_percent(share)})"
+    return format_percent(share)
+
+
+def _defect_share(ids: set[str], defective: dict[str, bool]) -> str:
+    known = [defective[i] for i in ids if i in defective]
+    return format_percent(sum(known) / len(known)) if known else "-"
+
+
+def demo_defects(run: Path) -> dict[str, bool] | None:
+    """id -> whether the demo's ``data/truth.jsonl`` marks the response defective (duplicates are not)."""
+    from iterit.demo.tasks import DEFECT_KINDS
+
+    path = run / "data" / "truth.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {str(row["id"]): row.get("defect") in DEFECT_KINDS for row in rows}
 
 
 def _summary_blocks(run: TrainRun) -> list[Block]:
@@ -278,13 +318,14 @@ def _write_demo_report(run: Path) -> ReportPaths:
     if not isinstance(loss_plot, str):
         blocks.append(Plot("loss_by_strategy", "Training loss of each strategy", png_bytes(loss_plot)))
     with_epochs = [name for name, train_run in train_runs.items() if train_run.epochs]
+    defective = demo_defects(run)
     full = FULL_DEMO_STRATEGY if FULL_DEMO_STRATEGY in with_epochs else next(iter(with_epochs), None)
     for name, train_run in train_runs.items():
         blocks += [
             Heading(2, f"Strategy {name}" + (" (in full)" if name == full else "")),
             Link(f"the {name} run's own report", f"runs/{name}/report.html"),
         ]
-        blocks += train_run_blocks(train_run, prefix=f"{name}-", level=3, full=name == full)
+        blocks += train_run_blocks(train_run, prefix=f"{name}-", level=3, full=name == full, defective=defective)
         notes += [f"runs/{name}: {note}" for note in train_run.notes]
     if not train_runs:
         notes.append("runs/: no strategy run folders")

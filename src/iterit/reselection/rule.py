@@ -284,12 +284,13 @@ def _no_selection() -> Selection:
 
 def selection_dynamics(samples: Sequence[Sample], pick: EpochPick, previous: EpochPick | None,
                        first: EpochPick) -> dict[str, Any]:
-    """Overlap with the previous epoch, the share not in the epoch-0 top-B, the per-source mix, and how many
-    pool samples qualified after re-scoring and how many picks were topped up from the previous epoch."""
+    """Overlap with the previous epoch, how many picks (and what share) the epoch-0 top-B did not hold, the
+    per-source mix, and how many pool samples qualified after re-scoring and how many picks were topped up."""
     chosen = set(pick.selection.indices.tolist())
     budget = len(chosen)
     overlap = len(chosen & set(previous.selection.indices.tolist())) / budget if previous else None
-    new_vs_first = 1.0 - len(chosen & set(first.selection.indices.tolist())) / budget
+    outside_first = chosen - set(first.selection.indices.tolist())
+    new_vs_first = len(outside_first) / budget
     mix = Counter(samples[i].source for i in chosen)
     return {
         "epoch": pick.epoch,
@@ -298,6 +299,7 @@ def selection_dynamics(samples: Sequence[Sample], pick: EpochPick, previous: Epo
         "scored": int(len(pick.scored)),
         "overlap_with_previous": overlap,
         "share_not_in_epoch0_top": new_vs_first,
+        "not_in_epoch0_top": len(outside_first),
         "source_mix": {source: mix[source] / budget for source in sorted(mix)},
         "source_counts": dict(sorted(mix.items())),
         "qualified": pick.qualified,
