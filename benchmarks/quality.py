@@ -7,8 +7,10 @@ Each seed draws new known-answer data, a new base model and a new training order
 at the same per-epoch budget and judges it on the clean held-out set (exact match, held-out loss) and on what
 it selected (share of defective responses, duplicate picks). IterIT is also run with ``--pool greedy`` (the
 paper's "top-ranked samples") and ``--pool reference`` (the reference code's epoch-0 window) against
-``--pool rolling``, with ``decay`` 0.1 (the paper) against 0.0 (covered n-grams removed), and with
-``--preset reference`` (the reference code's rendering and selection choices end to end).
+``--pool rolling``, with ``decay`` 0.1 (the paper) against 0.0 (covered n-grams removed), with
+``--preset reference`` (the reference code's rendering and selection choices end to end), with the options beyond
+the paper (``--diversity-norm l1``, ``--drop-top-ifd 0.1``), and random at iterit's response tokens per epoch
+(``--token-budget``: the equal-compute baseline).
 
 What we expect, and what to investigate when it does not show: iterit >= static >= random on held-out exact
 match; iterit and static pick far fewer defective and duplicate samples than random; iterit at 5-10% per epoch
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import statistics
 import sys
 import time
@@ -28,14 +31,20 @@ from pathlib import Path
 from iterit.demo.compare import run_demo
 from iterit.storage import write_json
 
-# IterIT's variants beside the main run (--pool rolling): (row, pool, decay, preset).
+# Variants beside the main run (iterit with --pool rolling): (row, strategy, pool, decay, preset, options).
+# "random at iterit's tokens" gets a --token-budget of the main iterit run's response tokens per epoch.
+ITERIT_TOKENS = "iterit's tokens"
 VARIANTS = (
-    ("iterit, pool greedy", "greedy", 0.1, None),
-    ("iterit, pool reference", "reference", 0.1, None),
-    ("iterit, decay 0", "rolling", 0.0, None),
+    ("iterit, pool greedy", "iterit", "greedy", 0.1, None, {}),
+    ("iterit, pool reference", "iterit", "reference", 0.1, None, {}),
+    ("iterit, decay 0", "iterit", "rolling", 0.0, None, {}),
     # The reference code's rendering, TF-IDF text, budget rounding, pool and per-sample loss, at the demo's
     # model-size settings (learning rate, batch, length): iterit/presets.py lists each setting and its source.
-    ("iterit, preset reference", "reference", 0.1, "reference"),
+    ("iterit, preset reference", "iterit", "reference", 0.1, "reference", {}),
+    # Beyond the paper (README, "Strategies"): length-normalised diversity, and filler's IFD band dropped.
+    ("iterit, l1 diversity", "iterit", "rolling", 0.1, None, {"diversity_norm": "l1"}),
+    ("iterit, drop top 10% IFD", "iterit", "rolling", 0.1, None, {"drop_top_ifd": 0.1}),
+    ("random at iterit's tokens", "random", "rolling", 0.1, None, {"token_budget": ITERIT_TOKENS}),
 )
 
 METRICS = (
@@ -45,6 +54,7 @@ METRICS = (
     ("defective_share", "defective picks", "{:.1%}"),
     ("duplicates_selected", "dup picks", "{:.1f}"),
     ("train_tokens", "train tokens", "{:,.0f}"),
+    ("response_tokens", "response tokens", "{:,.0f}"),
     ("wall_s", "wall s", "{:.0f}"),
 )
 
@@ -75,11 +85,16 @@ def main(argv: list[str] | None = None) -> int:
             runs.setdefault(name, []).append(row)
         if args.no_variants:
             continue
-        for label, pool, decay, preset in chosen_variants(args.variants):
-            folder = f"seed{seed}-{pool}-decay{decay}" + (f"-{preset}" if preset else "")
-            variant = run_demo(Path(args.out) / folder, strategies="iterit", pool=pool, decay=decay, preset=preset,
-                               **base)
-            runs.setdefault(label, []).append(variant["strategies"]["iterit"])
+        for label, strategy, pool, decay, preset, options in chosen_variants(args.variants):
+            if options.get("token_budget") == ITERIT_TOKENS:
+                if "iterit" not in main_run["strategies"]:
+                    raise SystemExit(f"{label!r} needs iterit in --strategies")
+                iterit = main_run["strategies"]["iterit"]
+                options = {**options, "token_budget": round(iterit["response_tokens"] / main_run["settings"]["epochs"])}
+            folder = f"seed{seed}-" + re.sub(r"\W+", "-", label).strip("-")
+            variant = run_demo(Path(args.out) / folder, strategies=strategy, pool=pool, decay=decay, preset=preset,
+                               options=options or None, **base)
+            runs.setdefault(label, []).append(variant["strategies"][strategy])
     table = format_table(runs, args)
     print(table)
     write_json(Path(args.out) / "quality.json",
@@ -93,7 +108,7 @@ def chosen_variants(spec: str) -> list[tuple]:
     if spec == "all":
         return list(VARIANTS)
     wanted = {name.strip() for name in spec.split(",") if name.strip()}
-    known = {label.removeprefix("iterit, "): row for row in VARIANTS for label in [row[0]]}
+    known = {row[0].removeprefix("iterit, "): row for row in VARIANTS}
     unknown = wanted - set(known)
     if unknown:
         raise SystemExit(f"--variants: unknown {sorted(unknown)}; choose from {sorted(known)}")

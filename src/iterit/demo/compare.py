@@ -54,6 +54,7 @@ class StrategyOutcome:
     duplicates_selected: int
     picks: int
     train_tokens: int
+    response_tokens: int
     wall_s: float
     run_dir: str
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -73,6 +74,7 @@ def run_demo(
     progress: bool = False,
     overwrite: bool = False,
     preset: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the whole comparison into ``out``; returns what ``comparison.json`` holds.
 
@@ -92,6 +94,8 @@ def run_demo(
         preset: a :mod:`iterit.presets` name (``reference``): its rendering, selection and loss settings for
             every strategy, scored and evaluated the same way; the demo's model-size settings (learning rate,
             batch size, sequence length) and the arguments above stay the demo's.
+        options: more :class:`~iterit.training.TrainConfig` settings for every strategy (``token_budget``,
+            ``drop_top_ifd``, ``diversity_norm``, ...), as ``benchmarks/quality.py`` runs its variants.
     """
     from iterit.demo.tasks import generate_demo_data
     from iterit.outputs import check_output
@@ -108,7 +112,7 @@ def run_demo(
     check_writable(root)
     epochs = min(epochs, 2) if quick else epochs
     settings = {"quick": quick, "seed": seed, "strategies": names, "epochs": epochs, "ratio": ratio, "pool": pool,
-                "decay": decay, **({"preset": preset} if preset else {})}
+                "decay": decay, **({"preset": preset} if preset else {}), **({"options": options} if options else {})}
     check_run_folder(root, settings, writes=DEMO_ENTRIES, overwrite=overwrite)
     started = time.perf_counter()
     base = base_model(Path(cache), seed=seed, quick=quick)
@@ -121,12 +125,12 @@ def run_demo(
                     number, len(names), strategy, epochs, ratio * 100)
         outcomes.append(run_strategy(strategy, data, base, root / "runs" / strategy,
                                      epochs=epochs, ratio=ratio, pool=pool, decay=decay, seed=seed,
-                                     progress=progress, preset=preset))
+                                     progress=progress, preset=preset, options=options))
         logger.info("[demo]    exact %s, held-out loss %s, %.0f s", _fmt(outcomes[-1].exact, 3),
                     _fmt(outcomes[-1].loss, 3), outcomes[-1].wall_s)
     comparison = {
         "settings": {"quick": quick, "seed": seed, "epochs": epochs, "ratio": ratio, "pool": pool, "decay": decay,
-                     "preset": preset,
+                     "preset": preset, "options": options or {},
                      "base_model": str(base), "train_samples": len(data.truth), "families": list(data.families)},
         "strategies": {o.strategy: _outcome_dict(o) for o in outcomes},
         "wall_s": time.perf_counter() - started,
@@ -170,7 +174,8 @@ def base_model(cache: Path, *, seed: int, quick: bool) -> Path:
 
 
 def run_strategy(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs: int, ratio: float, pool: str,
-                 decay: float, seed: int, progress: bool, preset: str | None = None) -> StrategyOutcome:
+                 decay: float, seed: int, progress: bool, preset: str | None = None,
+                 options: dict[str, Any] | None = None) -> StrategyOutcome:
     """Train one strategy, evaluate it on the held-out set (rendered as it was trained), and count what its
     selections held."""
     from iterit.data import load_samples
@@ -181,7 +186,7 @@ def run_strategy(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs:
     settings = dict(
         model=str(base), data=[str(p) for p in data.train_files], out=str(run_dir), strategy=strategy,
         ratio=ratio, pool=pool, decay=decay, num_train_epochs=epochs, seed=seed, report_to="none", save_strategy="no",
-        quiet=not progress, **TRAINING,
+        quiet=not progress, **TRAINING, **(options or {}),
     )
     config = TrainConfig.from_preset(preset, **settings) if preset else TrainConfig(**settings)
     result = train(config)  # the picks and the trained model come back in memory: nothing is re-read
@@ -190,6 +195,7 @@ def run_strategy(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs:
                       max_length=TRAINING["max_length"], max_new_tokens=24, batch_size=32, progress=progress,
                       template=config.template, response_end=config.response_end, system_prompt=config.system_prompt)
     picks = result.selected_ids
+    metrics = _epoch_metrics(run_dir, len(result.epochs))
     return StrategyOutcome(
         strategy=strategy,
         exact=scores.overall.exact,
@@ -199,7 +205,8 @@ def run_strategy(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs:
         defective_share=data.defect_share([i for epoch in picks for i in epoch]),
         duplicates_selected=sum(data.redundant_duplicates(epoch) for epoch in picks),
         picks=sum(len(epoch) for epoch in picks),
-        train_tokens=sum(int(e.get("tokens", 0)) for e in _epoch_metrics(run_dir, len(result.epochs))),
+        train_tokens=sum(int(e.get("tokens", 0)) for e in metrics),
+        response_tokens=sum(int(e.get("response_tokens", 0)) for e in metrics),
         wall_s=time.perf_counter() - started,
         run_dir=str(run_dir),
         epochs=result.epochs,
