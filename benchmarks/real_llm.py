@@ -399,6 +399,37 @@ def finetune(name: str, model: str, files: dict[str, Path], scores: Path, out: P
             "score_s": sum(float(e.get("score_s") or 0) for e in result.epochs)}
 
 
+def reselection_dynamics(out: Path, truth: dict[str, dict]) -> list[dict[str, Any]]:
+    """For each fine-tuned run that re-selects: per epoch, the picks outside the epoch-0 top-B and their
+    defect share against the share of all picks (read from the run folders, so it works on finished runs)."""
+    from iterit.storage import read_table
+
+    rows = []
+    for run in sorted((out / "finetune").glob("*/seed*")):
+        epochs = sorted((run / "epochs").glob("*/selection.parquet"), key=lambda p: int(p.parent.name))
+        picks = [[str(row["id"]) for row in read_table(path)[0]] for path in epochs]
+        if len(picks) < 2 or picks[1] == picks[0]:
+            continue  # a strategy that keeps its picks
+        first = set(picks[0])
+        for epoch, ids in enumerate(picks):
+            outside = [i for i in ids if i not in first]
+            bad = lambda chosen: (sum(truth[i]["kind"] not in ("clean", "duplicate", "near-duplicate")  # noqa: E731
+                                      for i in chosen) / len(chosen)) if chosen else None
+            rows.append({"run": f"{run.parent.name}/{run.name}", "epoch": epoch, "picks": len(ids),
+                         "outside_epoch0_top": len(outside), "defective": bad(ids), "defective_outside": bad(outside)})
+    return rows
+
+
+def format_dynamics(rows: list[dict]) -> str:
+    lines = ["| run | epoch | picks | not in epoch-0 top-B | defective picks | defective among those |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        outside = "-" if row["defective_outside"] is None else f"{row['defective_outside']:.1%}"
+        lines.append(f"| {row['run']} | {row['epoch']} | {row['picks']} | {row['outside_epoch0_top']} | "
+                     f"{row['defective']:.1%} | {outside} |")
+    return "\n".join(lines)
+
+
 def base_losses(model: str, files: dict[str, Path], size: Size, dtype: str) -> dict[str, float]:
     """The base model's response loss, in the dtype the fine-tuned models are evaluated in."""
     from iterit.data import load_samples
@@ -453,6 +484,29 @@ def format_finetune(rows: list[dict], base: dict[str, float]) -> str:
 # ---------------------------------------------------------------- main
 
 
+class Stopwatch:
+    """Wall time per stage; a stage served from ``--out``'s cache keeps the time it took when it ran."""
+
+    def __init__(self, earlier: dict[str, float]) -> None:
+        self.earlier, self.timings = earlier, {}
+
+    def run(self, name: str, cached: bool, work):
+        started = time.perf_counter()
+        value = work()
+        took = time.perf_counter() - started
+        self.timings[name] = self.earlier.get(name, took) if cached else took
+        return value
+
+
+def format_premises(found: dict[str, Any], proxy: dict[str, Any]) -> str:
+    lines = ["| response kind | median IFD | IFD < 1 | median IFD, proxy scorer | IFD < 1, proxy |",
+             "|---|---|---|---|---|"]
+    for kind, median in found["median_ifd"].items():
+        lines.append(f"| {kind} | {median:.3f} | {found['below_1_by_kind'][kind]:.1%} | "
+                     f"{proxy['median_ifd'].get(kind, float('nan')):.3f} | {proxy['below_1_by_kind'].get(kind, 0):.1%} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="the tiny model on a small pool (a smoke run)")
@@ -461,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16", help="scoring dtype on the CPU (bf16: 2x faster, IFD to ~1e-2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="fine-tuning seeds")
     parser.add_argument("--data-seed", type=int, default=0, help="the pool, the splits and the defects")
-    parser.add_argument("--stages", default="data,score,select,finetune")
+    parser.add_argument("--stages", default="data,score,select,finetune",
+                        help="without finetune, an earlier run's fine-tuning results in --out are kept in the tables")
     parser.add_argument("--finetune", default=",".join(FINETUNE), help="strategies to fine-tune")
     parser.add_argument("--out", default="runs/real_llm")
     args = parser.parse_args(argv)
@@ -472,23 +527,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{SHARED} is absent: this benchmark reads the shared real data beside the project", file=sys.stderr)
         return 2
     stages = set(args.stages.split(","))
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    files = prepare_data(out, size, args.data_seed)
-    timings["data_s"] = time.perf_counter() - started
+    earlier = json.loads((out / "real_llm.json").read_text()) if (out / "real_llm.json").exists() else {}
+    clock = Stopwatch(earlier.get("timings", {}))
+    files = clock.run("data_s", (out / "pool.jsonl").exists(), lambda: prepare_data(out, size, args.data_seed))
     model = args.model or (str(small_model(out, files["proxy_corpus"], args.data_seed)) if args.small else "smollm2")
-    results: dict[str, Any] = {"settings": {**vars(args), "size": vars(size)}, "timings": timings}
+    results: dict[str, Any] = {"settings": {**vars(args), "size": vars(size)}, "timings": clock.timings}
     if "score" not in stages:
         return 0
-    started = time.perf_counter()
-    scores_path = score(model, files["pool"], out / "scores.parquet", size, args.dtype)
-    timings["score_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    proxy = proxy_model(out, files["proxy_corpus"], size, args.data_seed)
-    timings["proxy_build_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    proxy_path = score(str(proxy), files["pool"], out / "proxy_scores.parquet", size, "float32")
-    timings["proxy_score_s"] = time.perf_counter() - started
+    scores_path = clock.run("score_s", (out / "scores.parquet").exists(),
+                            lambda: score(model, files["pool"], out / "scores.parquet", size, args.dtype))
+    proxy = clock.run("proxy_build_s", (out / "proxy-model").exists(),
+                      lambda: proxy_model(out, files["proxy_corpus"], size, args.data_seed))
+    proxy_path = clock.run("proxy_score_s", (out / "proxy_scores.parquet").exists(),
+                           lambda: score(str(proxy), files["pool"], out / "proxy_scores.parquet", size, "float32"))
 
     from iterit.data import load_samples
     from iterit.scoring import read_scores
@@ -501,44 +552,64 @@ def main(argv: list[str] | None = None) -> int:
     results["proxy_premises"] = premises(proxy_scores, truth)
     results["scoring"] = {"tokens": scores.stats.get("tokens"), "seconds": scores.stats.get("seconds"),
                           "samples": len(samples)}
-    text = [f"## Real data, {Path(model).name}: {len(samples)} pool samples "
-            f"({sum(t['kind'] != 'clean' for t in truth.values())} tagged defects), scored in {args.dtype}",
-            "", "Premises: " + json.dumps(results["premises"], indent=None, default=float), ""]
+    kinds = Counter(t["kind"] for t in truth.values())
+    text = [f"## Real data, {Path(model).name}: {len(samples)} pool samples, scored in {args.dtype}", "",
+            "Tagged: " + ", ".join(f"{kind} {n}" for kind, n in kinds.most_common()) + ".", "",
+            f"Clean samples with IFD < 1: {results['premises']['clean_below_1']:.1%} "
+            f"(proxy scorer: {results['proxy_premises']['clean_below_1']:.1%}).", "",
+            format_premises(results["premises"], results["proxy_premises"]), ""]
     if "select" in stages:
-        started = time.perf_counter()
-        results["selection"] = selection_rows(samples, scores, proxy_scores, truth, (0.05, 0.10))
-        timings["select_s"] = time.perf_counter() - started
+        results["selection"] = clock.run("select_s", False,
+                                         lambda: selection_rows(samples, scores, proxy_scores, truth, (0.05, 0.10)))
         text += ["### What each strategy selects", "", format_selection(results["selection"]), ""]
     if "finetune" in stages:
         names = [n for n in args.finetune.split(",") if n]
-        started = time.perf_counter()
-        results["base"] = base_losses(model, files, size, "bfloat16" if model == "smollm2" else "float32")
-        timings["base_eval_s"] = time.perf_counter() - started
-        results["finetune"] = []
-        for seed in args.seeds:
-            iterit_tokens = None
-            for name in names:
-                if name == "random at iterit's tokens" and iterit_tokens is None:
-                    logger.warning("skipping %r: it needs iterit fine-tuned first (list iterit before it)", name)
-                    continue
-                logger.info("fine-tuning %s, seed %d", name, seed)
-                row = finetune(name, model, files, scores_path, out, size, seed, iterit_tokens, lora=model == "smollm2")
-                if name == "iterit":
-                    iterit_tokens = max(1, round(row["response_tokens"] / size.finetune_epochs))
-                row["defective"] = statistics.fmean(
-                    judge(ids, scores, samples, truth)["defective"] for ids in row.pop("picks"))
-                results["finetune"].append(row)
-                logger.info("  %s: held-out %.4f, external %.4f, %d tokens, %.0f s", name, row["heldout_loss"],
-                            row["external_loss"], row["train_tokens"], row["train_s"])
-                (out / "real_llm.json").write_text(json.dumps(results, indent=1, default=float))
-        text += ["### LoRA fine-tuning at 5% per epoch", "", format_finetune(results["finetune"], results["base"]), ""]
-    timings["total_s"] = sum(timings.values())
-    text.append("Wall time by stage (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in timings.items()))
+        results["base"] = clock.run("base_eval_s", False, lambda: base_losses(
+            model, files, size, "bfloat16" if model == "smollm2" else "float32"))
+        results["finetune"] = clock.run("finetune_s", False, lambda: finetune_all(
+            names, args.seeds, model, files, scores_path, scores, samples, truth, out, size, results))
+    else:  # keep the fine-tuning results of an earlier run of this folder
+        for key in ("base", "finetune"):
+            if key in earlier:
+                results[key] = earlier[key]
+        clock.timings.update({k: v for k, v in clock.earlier.items() if k in ("base_eval_s", "finetune_s")})
+    if results.get("finetune"):
+        how = "LoRA r=16 on a bf16 base" if model == "smollm2" else "all weights"
+        text += [f"### Fine-tuning at 5% per epoch, {size.finetune_epochs} epochs ({how})", "",
+                 format_finetune(results["finetune"], results["base"]), ""]
+        results["dynamics"] = reselection_dynamics(out, truth)
+        if results["dynamics"]:
+            text += ["### Re-selection: picks outside the epoch-0 top-B", "", format_dynamics(results["dynamics"]), ""]
+    clock.timings["total_s"] = sum(v for k, v in clock.timings.items() if k != "total_s")
+    text.append("Wall time by stage (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in clock.timings.items()))
     report = "\n".join(text)
     print(report)
     (out / "real_llm.json").write_text(json.dumps(results, indent=1, default=float))
     (out / "real_llm.md").write_text(report + "\n", encoding="utf-8")
     return 0
+
+
+def finetune_all(names, seeds, model, files, scores_path, scores, samples, truth, out, size, results) -> list[dict]:
+    """Every strategy in ``names`` for every seed; random at iterit's tokens matches that seed's iterit run."""
+    rows: list[dict] = []
+    results["finetune"] = rows
+    for seed in seeds:
+        iterit_tokens = None
+        for name in names:
+            if name == "random at iterit's tokens" and iterit_tokens is None:
+                logger.warning("skipping %r: it needs iterit fine-tuned first (list iterit before it)", name)
+                continue
+            logger.info("fine-tuning %s, seed %d", name, seed)
+            row = finetune(name, model, files, scores_path, out, size, seed, iterit_tokens, lora=model == "smollm2")
+            if name == "iterit":
+                iterit_tokens = max(1, round(row["response_tokens"] / size.finetune_epochs))
+            row["defective"] = statistics.fmean(
+                judge(ids, scores, samples, truth)["defective"] for ids in row.pop("picks"))
+            rows.append(row)
+            logger.info("  %s: held-out %.4f, external %.4f, %d tokens, %.0f s", name, row["heldout_loss"],
+                        row["external_loss"], row["train_tokens"], row["train_s"])
+            (out / "real_llm.json").write_text(json.dumps(results, indent=1, default=float))
+    return rows
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ def test_small_run_goes_end_to_end_with_token_matched_random(shared_data, tmp_pa
     iterit_per_epoch = tuned["iterit"]["response_tokens"] / bench.SIZES["small"].finetune_epochs
     random_per_epoch = tuned["random at iterit's tokens"]["response_tokens"] / bench.SIZES["small"].finetune_epochs
     assert abs(random_per_epoch - iterit_per_epoch) <= bench.SIZES["small"].max_length
-    assert "### What each strategy selects" in printed and "### LoRA fine-tuning" in printed
+    assert "### What each strategy selects" in printed and "### Fine-tuning at 5% per epoch" in printed
+    assert "### Re-selection: picks outside the epoch-0 top-B" in printed
     # A rerun reuses every cached stage.
     assert bench.main(["--small", "--out", str(out), "--stages", "data,score,select"]) == 0
 
