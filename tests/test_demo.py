@@ -37,6 +37,13 @@ def test_quick_demo_compares_every_strategy(tmp_path: Path, capsys: pytest.Captu
     epochs = comparison["settings"]["epochs"]
     per_epoch = {name: rows[name]["response_tokens"] / epochs for name in ("iterit", "random-tokens")}
     assert abs(per_epoch["random-tokens"] - per_epoch["iterit"]) <= longest / 2 + 0.5
+    # The premises (issue 15) come from the base model's scores, written once for every strategy, and truth.jsonl.
+    from iterit.demo.premises import premise_check
+
+    truth = {row["id"]: row["defect"] for row in map(json.loads, (out / "data" / "truth.jsonl").read_text().splitlines())}
+    assert comparison["premises"] == json.loads(json.dumps(premise_check(read_scores(out / "scores.parquet"), truth)))
+    assert "premises (base model, epoch-0 scores against truth.jsonl):" in printed
+    assert "clean samples with IFD < 1:" in printed
     budget_picks = {name: row["picks"] for name, row in rows.items() if name != "random-tokens"}
     assert budget_picks["iterit"] == budget_picks["static"] == budget_picks["random"] < budget_picks["full"]
     assert rows["full"]["train_tokens"] > 3 * rows["iterit"]["train_tokens"]
@@ -110,3 +117,23 @@ def test_demo_runs_a_preset_and_evaluates_as_it_trained(tmp_path: Path) -> None:
     assert config["learning_rate"] == 2e-3 and config["per_device_train_batch_size"] == 16
     row = comparison["strategies"]["iterit"]
     assert row["loss"] is not None and 0 <= row["exact"] <= 1
+
+
+def test_premise_check_reads_the_scores_against_the_truth() -> None:
+    import numpy as np
+
+    from iterit.demo.premises import format_premises, premise_check
+    from iterit.scoring import ScoreTable
+
+    ids = ["a", "b", "c", "d", "e", "f"]
+    ifd = np.array([0.5, 0.7, 1.3, 0.9, 1.2, np.nan])
+    table = ScoreTable(ids, ["s"] * 6, ifd, ifd, ifd, np.ones(6, dtype=np.int64), np.zeros(6, dtype=bool),
+                       [None] * 5 + ["prompt fills max_length"])
+    kinds = {"a": None, "b": None, "c": None, "d": "swapped", "e": "filler", "f": None}
+    found = premise_check(table, kinds)
+    assert found["clean_below_1"] == 2 / 3  # the unscored clean sample is not counted
+    assert found["median_ifd"] == {"clean": 0.7, "filler": 1.2, "swapped": 0.9}
+    assert found["above_clean"] == {"swapped": True, "filler": True}
+    text = format_premises(found)
+    assert "clean samples with IFD < 1: 67% (target >= 80%): FAILS" in text
+    assert "swapped responses score above clean ones" in text

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iterit.demo.premises import format_premises, premise_check
 from iterit.errors import IterITError
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 RANDOM_AT_ITERIT_TOKENS = "random-tokens"
 STRATEGIES = ("iterit", "ifd-iterative", "static", "ifd", "random", RANDOM_AT_ITERIT_TOKENS, "longest", "full")
 # What the demo writes in its folder: all that --overwrite replaces, and where no input may lie.
-DEMO_ENTRIES = ("data", "runs", "comparison.json", "report.md", "report.html", "plots")
+DEMO_ENTRIES = ("data", "scores.parquet", "runs", "comparison.json", "report.md", "report.html", "plots")
 # The base model: wide enough to learn short answers in a few hundred steps on two CPU cores.
 BASE_MODEL = {"hidden_size": 128, "layers": 4, "heads": 4, "vocab_size": 2048}
 BASE_PRETRAIN = {"full": 600, "quick": 150}
@@ -123,6 +124,12 @@ def run_demo(
     claim_run_folder(root, settings, writes=DEMO_ENTRIES, overwrite=overwrite, kind="demo")
     logger.info("[demo] generating the known-answer data (%s)", "quick" if quick else "full size")
     data = generate_demo_data(root / "data", seed=seed, quick=quick)
+    scores_path = root / "scores.parquet"
+    premises = score_base_model(base, data, scores_path, _train_config("iterit", data, base, root, epochs=epochs,
+                                                                       ratio=ratio, pool=pool, decay=decay, seed=seed,
+                                                                       progress=progress, preset=preset))
+    for line in format_premises(premises).splitlines():
+        logger.info("[demo] %s", line)
     outcomes = []
     for number, strategy in enumerate(names, start=1):
         logger.info("[demo] %d/%d training '%s' (%d epochs, %.0f%% of the data per epoch)",
@@ -131,15 +138,17 @@ def run_demo(
         if strategy == RANDOM_AT_ITERIT_TOKENS:
             iterit = next(o for o in outcomes if o.strategy == "iterit")
             extra["token_budget"] = max(1, round(iterit.response_tokens / epochs))
+        extra["scores"] = str(scores_path)  # every strategy starts from the same base-model scores
         outcomes.append(run_strategy(strategy, data, base, root / "runs" / strategy,
                                      epochs=epochs, ratio=ratio, pool=pool, decay=decay, seed=seed,
-                                     progress=progress, preset=preset, options=extra or None))
+                                     progress=progress, preset=preset, options=extra))
         logger.info("[demo]    exact %s, held-out loss %s, %.0f s", _fmt(outcomes[-1].exact, 3),
                     _fmt(outcomes[-1].loss, 3), outcomes[-1].wall_s)
     comparison = {
         "settings": {"quick": quick, "seed": seed, "epochs": epochs, "ratio": ratio, "pool": pool, "decay": decay,
                      "preset": preset, "options": options or {},
                      "base_model": str(base), "train_samples": len(data.truth), "families": list(data.families)},
+        "premises": premises,
         "strategies": {o.strategy: _outcome_dict(o) for o in outcomes},
         "wall_s": time.perf_counter() - started,
     }
@@ -184,6 +193,37 @@ def base_model(cache: Path, *, seed: int, quick: bool) -> Path:
     return target
 
 
+def _train_config(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs: int, ratio: float, pool: str,
+                  decay: float, seed: int, progress: bool, preset: str | None = None,
+                  options: dict[str, Any] | None = None) -> Any:
+    """One strategy's training settings: the demo's, the preset's where given, then ``options``."""
+    from iterit.training import TrainConfig
+
+    settings = dict(
+        model=str(base), data=[str(p) for p in data.train_files], out=str(run_dir),
+        strategy="random" if strategy == RANDOM_AT_ITERIT_TOKENS else strategy,
+        ratio=ratio, pool=pool, decay=decay, num_train_epochs=epochs, seed=seed, report_to="none", save_strategy="no",
+        quiet=not progress, **TRAINING, **(options or {}),
+    )
+    return TrainConfig.from_preset(preset, **settings) if preset else TrainConfig(**settings)
+
+
+def score_base_model(base: Path, data: Any, out: Path, config: Any) -> dict[str, Any]:
+    """Score the training data once with the base model, rendered as ``config`` trains, into ``out``; returns
+    the premise check (:mod:`iterit.demo.premises`) of those scores against the truth."""
+    from iterit.data import load_samples
+    from iterit.models import load_model
+    from iterit.scoring import score_samples, write_scores
+
+    samples = load_samples(config.data, system_prompt=config.system_prompt, input_join=config.input_join).samples
+    model, tokenizer = load_model(str(base), dtype="float32", device="cpu")
+    table = score_samples(model, tokenizer, samples, template=config.template, max_length=config.max_length,
+                          max_batch_tokens=config.max_batch_tokens, system_prompt=config.system_prompt,
+                          response_end=config.response_end, progress=not config.quiet)
+    write_scores(table, out)
+    return premise_check(table, {sample_id: row.defect for sample_id, row in data.truth.items()})
+
+
 def run_strategy(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs: int, ratio: float, pool: str,
                  decay: float, seed: int, progress: bool, preset: str | None = None,
                  options: dict[str, Any] | None = None) -> StrategyOutcome:
@@ -191,16 +231,11 @@ def run_strategy(strategy: str, data: Any, base: Path, run_dir: Path, *, epochs:
     selections held."""
     from iterit.data import load_samples
     from iterit.evaluation import evaluate
-    from iterit.training import TrainConfig, train
+    from iterit.training import train
 
     started = time.perf_counter()
-    settings = dict(
-        model=str(base), data=[str(p) for p in data.train_files], out=str(run_dir),
-        strategy="random" if strategy == RANDOM_AT_ITERIT_TOKENS else strategy,
-        ratio=ratio, pool=pool, decay=decay, num_train_epochs=epochs, seed=seed, report_to="none", save_strategy="no",
-        quiet=not progress, **TRAINING, **(options or {}),
-    )
-    config = TrainConfig.from_preset(preset, **settings) if preset else TrainConfig(**settings)
+    config = _train_config(strategy, data, base, run_dir, epochs=epochs, ratio=ratio, pool=pool, decay=decay,
+                           seed=seed, progress=progress, preset=preset, options=options)
     result = train(config)  # the picks and the trained model come back in memory: nothing is re-read
     test = load_samples([data.test_file], system_prompt=config.system_prompt, input_join=config.input_join).samples
     scores = evaluate(result.model, result.tokenizer, test, metrics=("loss", "exact", "contains"),
@@ -239,11 +274,12 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def format_comparison(comparison: dict[str, Any]) -> str:
-    """The table ``iterit demo`` prints: one row per strategy, then exact match per family."""
+    """The table ``iterit demo`` prints: the premise check, one row per strategy, then exact match per family."""
     strategies = comparison["strategies"]
+    premises = [format_premises(comparison["premises"]), ""] if comparison.get("premises") else []
     header = (f"{'strategy':<14} {'exact':>6} {'contains':>8} {'loss':>7} {'defective':>9} {'dup picks':>9} "
               f"{'picks':>6} {'train tok':>9} {'wall s':>7}")
-    lines = [header, "-" * len(header)]
+    lines = [*premises, header, "-" * len(header)]
     for name, row in strategies.items():
         lines.append(
             f"{name:<14} {_fmt(row['exact'], 3):>6} {_fmt(row['contains'], 3):>8} {_fmt(row['loss'], 3):>7} "
