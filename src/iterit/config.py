@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 TFIDF_TEXT_HELP = ("what TF-IDF is fitted on: response (default: the text that is scored, without a template token) "
                    "| response+eos (the reference: output + the tokenizer's eos string, which adds n-grams with it)")
-TOKEN_BUDGET_HELP = ("response tokens per epoch instead of a sample count: the prefix of the strategy's ranking "
-                     "closest to it (random at another strategy's tokens compares at equal compute; default: none)")
+TOKEN_BUDGET_HELP = ("response tokens (per epoch, in train) instead of a sample count: the prefix of the strategy's "
+                     "ranking closest to it (random at another strategy's tokens compares at equal compute; "
+                     "default: none)")
 DROP_TOP_IFD_HELP = ("beyond the paper: also drop this top share of the IFD < threshold scores, where generic filler "
                      "sits (0: the paper; e.g. 0.1)")
 DIVERSITY_NORM_HELP = ("l2 (the paper: a response's diversity grows with its distinct n-grams, favouring long ones) "
