@@ -18,6 +18,7 @@ FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:[-_][a-z0-9]+)*)")
 # Flags of other programs that our messages quote (torchrun, accelerate) and the CLI's own switches.
 NOT_OURS = {"help", "verbose", "version", "nproc_per_node", "nproc-per-node", "num_processes", "num-processes",
             "flag",  # the usage line's placeholder
+            "no-deps",  # pip's, in the message on installing the smollm2 model file
             # the reference code's own flags, which presets.py cites as the source of each setting
             "prompt_template", "diversity_weight_decay", "score_type", "update_strategy"}
 
