@@ -250,13 +250,19 @@ def _pick(
     seed: int,
     tfidf_options: dict | None,
     tfidf_suffix: str = "",
+    matrix: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Run one strategy on the pool: (pool rows picked, diversity, score, extra summary)."""
+    """Run one strategy on the pool: (pool rows picked, diversity, score, extra summary).
+
+    ``matrix``: the pool's TF-IDF rows (:func:`pool_tfidf`) when the caller already has them; iterit fits them
+    otherwise.
+    """
     nan = np.full(budget, np.nan)
     if strategy == "iterit":
-        from iterit.diversity import response_tfidf, select_greedy
+        from iterit.diversity import select_greedy
 
-        matrix = response_tfidf([samples[i].response + tfidf_suffix for i in pool], tfidf_options)
+        if matrix is None:
+            matrix = pool_tfidf(samples, pool, tfidf_options, tfidf_suffix)
         picks = select_greedy(matrix, ifd, budget, decay=decay, groups=groups, caps=caps)
         return picks.indices, picks.diversity, picks.score, {"n_greedy": picks.n_greedy, "tfidf_columns": matrix.shape[1]}
     if strategy == "ifd":
@@ -273,6 +279,13 @@ def _pick(
     return rows, np.full(len(rows), np.nan), np.full(len(rows), np.nan), {}
 
 
+def pool_tfidf(samples: Sequence[Sample], pool: np.ndarray, tfidf_options: dict | None, tfidf_suffix: str) -> Any:
+    """TF-IDF rows of the pool's responses (each with ``tfidf_suffix``), in pool order."""
+    from iterit.diversity import response_tfidf
+
+    return response_tfidf([samples[i].response + tfidf_suffix for i in pool], tfidf_options)
+
+
 def prefix_closest_to(tokens: np.ndarray, target: float) -> int:
     """How many leading entries of ``tokens`` sum closest to ``target`` (at least 1; ties: the shorter)."""
     total = np.cumsum(np.asarray(tokens, dtype=np.float64))
@@ -284,11 +297,13 @@ def _pick_tokens(strategy, samples, pool, ifd, tokens, token_budget, decay, seed
 
     The ranking is grown by doubling until it holds the target (or the whole pool): every strategy's picks
     are a prefix of its picks at a larger budget (the greedy included: a pick never depends on the budget).
+    iterit's TF-IDF is fitted once; only the greedy reruns.
     """
+    matrix = pool_tfidf(samples, pool, tfidf_options, tfidf_suffix) if strategy == "iterit" else None
     count = min(len(pool), max(1, int(math.ceil(1.25 * token_budget / max(1.0, float(np.mean(tokens)))))))
     while True:
         rows, diversity, score, extra = _pick(strategy, samples, pool, ifd, count, None, None, decay, seed,
-                                              tfidf_options, tfidf_suffix)
+                                              tfidf_options, tfidf_suffix, matrix=matrix)
         if count >= len(pool) or tokens[rows].sum() >= token_budget:
             break
         count = min(len(pool), 2 * count)
