@@ -35,6 +35,16 @@ logger = logging.getLogger(__name__)
 # The reference's vectorizer: word 1- to 3-grams, L2-normalised rows, everything else scikit-learn's default. The
 # reference fits it on output + eos_token; iterit on the bare response, unless ``--tfidf-text response+eos``.
 DEFAULT_TFIDF_OPTIONS: dict = {"ngram_range": (1, 3)}
+# --diversity-norm: l2 rows (the paper) sum to about the square root of a response's distinct n-grams; l1 rows
+# sum to the share of its TF-IDF mass not yet covered, whatever its length.
+DIVERSITY_NORMS = ("l2", "l1")
+
+
+def diversity_norm_options(diversity_norm: str) -> dict:
+    """The TF-IDF options ``--diversity-norm`` stands for: none for the paper's ``l2``, ``norm="l1"`` for ``l1``."""
+    if diversity_norm not in DIVERSITY_NORMS:
+        raise IterITError(f"--diversity-norm {diversity_norm!r}: use l2 (the paper) or l1 (length-normalised)")
+    return {"norm": "l1"} if diversity_norm == "l1" else {}
 
 
 @dataclass

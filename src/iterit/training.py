@@ -43,6 +43,7 @@ from iterit.config import (
     RenderArgs,
 )
 from iterit.data import Sample
+from iterit.diversity import DIVERSITY_NORMS, diversity_norm_options
 from iterit.errors import IterITError, missing_extra
 from iterit.reselection.callback import STATE_FILE, ReselectionCallback
 from iterit.reselection.install import build_reselection
@@ -289,8 +290,8 @@ def validate_config(config: TrainConfig) -> None:
                         "(a re-scoring strategy keeps B samples per epoch; full takes every sample)")
     if not 0.0 <= config.drop_top_ifd < 1.0:
         problems.append(f"--drop-top-ifd {config.drop_top_ifd}: must be in [0, 1) (e.g. 0.1)")
-    if config.diversity_norm not in ("l2", "l1"):
-        problems.append(f"--diversity-norm '{config.diversity_norm}' is not one of l2, l1")
+    if config.diversity_norm not in DIVERSITY_NORMS:
+        problems.append(f"--diversity-norm '{config.diversity_norm}' is not one of {', '.join(DIVERSITY_NORMS)}")
     if config.num_train_epochs != int(config.num_train_epochs) or config.num_train_epochs < 1:
         problems.append(f"--epochs {config.num_train_epochs}: give a whole number of epochs >= 1")
     if problems:
@@ -344,8 +345,9 @@ def select_options(config: TrainConfig, tokenizer: Any, threshold: float) -> dic
     """The selection settings every epoch's pick uses (``threshold`` after ``--drop-top-ifd``)."""
     options: dict[str, Any] = {"threshold": threshold, "decay": config.decay, "seed": config.seed,
                                "tfidf_suffix": tokenizer.eos_token if config.tfidf_text == "response+eos" else ""}
-    if config.diversity_norm == "l1":
-        options["tfidf_options"] = {"norm": "l1"}
+    norm = diversity_norm_options(config.diversity_norm)
+    if norm:
+        options["tfidf_options"] = norm
     if config.token_budget is not None:
         options["token_budget"] = config.token_budget
     return options

@@ -75,12 +75,10 @@ def vectorizer_options(name: str, diversity_norm: str = "l2") -> dict[str, Any] 
     """The TF-IDF options ``--vectorizer`` and ``--diversity-norm`` stand for (``None``: the paper's)."""
     if name not in ("tfidf", "hashing"):
         raise IterITError(f"--vectorizer {name!r}: use tfidf or hashing")
-    if diversity_norm not in ("l2", "l1"):
-        raise IterITError(f"--diversity-norm {diversity_norm!r}: use l2 (the paper) or l1 (length-normalised)")
+    from iterit.diversity import diversity_norm_options
+
     options = {"vectorizer": "hashing"} if name == "hashing" else {}
-    if diversity_norm == "l1":
-        options["norm"] = "l1"
-    return options or None
+    return {**options, **diversity_norm_options(diversity_norm)} or None
 
 
 def run(config: SelectConfig) -> SelectResult:
