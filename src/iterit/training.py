@@ -353,14 +353,12 @@ def select_options(config: TrainConfig, tokenizer: Any, threshold: float) -> dic
     return options
 
 
-def resolve_budget(config: TrainConfig, samples: list[Sample], table: ScoreTable,
-                   options: dict[str, Any] | None = None) -> int:
+def resolve_budget(config: TrainConfig, samples: list[Sample], table: ScoreTable, options: dict[str, Any]) -> int:
     """B from ``--ratio`` (a share below 1 or a count, as ``iterit select --budget``), or the count of the
     epoch-0 picks that reaches ``--token-budget``; ``full`` takes all. ``options``: :func:`select_options`."""
     from iterit.selection import resolve_budget as budget_from
     from iterit.selection import select_samples
 
-    options = options or {"threshold": config.threshold}
     valid = candidate_count(config, table, options["threshold"])
     if config.strategy == "full":
         return valid
@@ -373,7 +371,7 @@ def resolve_budget(config: TrainConfig, samples: list[Sample], table: ScoreTable
                           "in --data; give a share below 1 or a smaller count")
     if budget > valid:
         raise IterITError(f"--ratio {config.ratio:g}: a budget of {budget} but only {valid} of {len(samples)} samples "
-                          f"can be selected ({_exclusions(config, table)}); lower --ratio, raise --max-length "
+                          f"can be selected ({_exclusions(config, table, options['threshold'])}); lower --ratio, raise --max-length "
                           "or --threshold, or add data")
     return budget
 
@@ -391,11 +389,12 @@ def candidate_threshold(config: TrainConfig, threshold: float | None = None) -> 
     return threshold_for(STRATEGIES[config.strategy].select, config.threshold if threshold is None else threshold)
 
 
-def _exclusions(config: TrainConfig, table: ScoreTable) -> str:
-    """Why samples are not candidates, counted by selection's candidate rule."""
+def _exclusions(config: TrainConfig, table: ScoreTable, threshold: float) -> str:
+    """Why samples are not candidates, counted by selection's candidate rule with ``threshold`` (after
+    ``--drop-top-ifd``), the bound the budget check counted with."""
     from iterit.selection import find_candidates
 
-    _, excluded = find_candidates(len(table.ifd), table, STRATEGIES[config.strategy].select, config.threshold, None)
+    _, excluded = find_candidates(len(table.ifd), table, STRATEGIES[config.strategy].select, threshold, None)
     return ", ".join(f"{n} {reason}" for reason, n in sorted(excluded.items())) or "no reason recorded"
 
 
