@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import random
 import re
 import statistics
@@ -98,7 +97,9 @@ FILLER = (
 STRATEGY_ROWS = ("iterit", "ifd", "random", "random at iterit's tokens", "longest", "ifd (proxy scorer)", "iterit (proxy scorer)",
                  "iterit + l1 diversity", "iterit + drop top 10% IFD", "iterit + l1 + drop top 10%")
 FINETUNE = ("iterit", "static", "random", "random at iterit's tokens", "iterit + l1 + drop top 10%")
-DEFECT_KINDS = ("truncated", "swapped", "refusal", "filler", "wrong", "duplicate", "near-duplicate")
+RESPONSE_DEFECTS = ("truncated", "swapped", "refusal", "filler", "wrong")  # the response itself is bad
+DUPLICATE_KINDS = ("duplicate", "near-duplicate")  # an added copy of a clean sample
+DEFECT_KINDS = RESPONSE_DEFECTS + DUPLICATE_KINDS
 
 
 # ---------------------------------------------------------------- data
@@ -192,7 +193,7 @@ def inject_defects(pool: list[dict], seed: int) -> tuple[list[dict], list[dict]]
             record["output"] = rng.choice(texts)
             kinds[record["id"]] = kind
     groups = {}
-    for kind in ("duplicate", "near-duplicate"):
+    for kind in DUPLICATE_KINDS:
         for number in range(counts[kind]):
             original = next_clean(lambda r: kinds[r["id"]] == "clean")
             copy = {**original, "id": f"{original['id']}-{kind}{number}"}
@@ -333,28 +334,28 @@ def selection_rows(samples, scores, proxy_scores, truth: dict[str, dict], ratios
     return rows
 
 
+def defect_share(ids: list[str], truth: dict[str, dict]) -> float | None:
+    """The share of ``ids`` whose response is bad (:data:`RESPONSE_DEFECTS`; copies are counted apart)."""
+    return sum(truth[i]["kind"] in RESPONSE_DEFECTS for i in ids) / len(ids) if ids else None
+
+
 def judge(ids: list[str], scores, samples, truth: dict[str, dict]) -> dict[str, Any]:
     """Defect share by kind, duplicate picks (picks beyond the first of a duplicate group) and tokens."""
     kinds = Counter(truth[i]["kind"] for i in ids)
     groups = Counter(truth[i]["group"] for i in ids if truth[i]["group"])
     position = {s.id: row for row, s in enumerate(samples)}
     tokens = int(sum(scores.n_response_tokens[position[i]] for i in ids))
-    defects = sum(kinds[k] for k in DEFECT_KINDS if k not in ("duplicate", "near-duplicate"))
-    return {"n": len(ids), "tokens": tokens, "defective": defects / len(ids),
+    return {"n": len(ids), "tokens": tokens, "defective": defect_share(ids, truth),
             "by_kind": {k: kinds[k] / len(ids) for k in DEFECT_KINDS},
             "duplicate_picks": sum(n - 1 for n in groups.values())}
 
 
 def premises(scores, truth: dict[str, dict]) -> dict[str, Any]:
-    """The method's premises on this data: clean samples mostly under IFD 1, defects above clean."""
-    ifd_by_kind: dict[str, list[float]] = {}
-    for row, sample_id in enumerate(scores.ids):
-        if math.isfinite(scores.ifd[row]):
-            ifd_by_kind.setdefault(truth[sample_id]["kind"], []).append(float(scores.ifd[row]))
-    clean = ifd_by_kind.get("clean", [])
-    return {"clean_below_1": sum(v < 1 for v in clean) / max(1, len(clean)),
-            "median_ifd": {k: statistics.median(v) for k, v in sorted(ifd_by_kind.items())},
-            "below_1_by_kind": {k: sum(x < 1 for x in v) / len(v) for k, v in sorted(ifd_by_kind.items())}}
+    """The method's premises on this data (the demo's check, :func:`iterit.demo.premises.premise_check`): clean
+    samples mostly under IFD 1, defects above clean."""
+    from iterit.demo.premises import premise_check
+
+    return premise_check(scores, {sample_id: row["kind"] for sample_id, row in truth.items()})
 
 
 # ---------------------------------------------------------------- fine-tuning
@@ -413,10 +414,9 @@ def reselection_dynamics(out: Path, truth: dict[str, dict]) -> list[dict[str, An
         first = set(picks[0])
         for epoch, ids in enumerate(picks):
             outside = [i for i in ids if i not in first]
-            bad = lambda chosen: (sum(truth[i]["kind"] not in ("clean", "duplicate", "near-duplicate")  # noqa: E731
-                                      for i in chosen) / len(chosen)) if chosen else None
             rows.append({"run": f"{run.parent.name}/{run.name}", "epoch": epoch, "picks": len(ids),
-                         "outside_epoch0_top": len(outside), "defective": bad(ids), "defective_outside": bad(outside)})
+                         "outside_epoch0_top": len(outside), "defective": defect_share(ids, truth),
+                         "defective_outside": defect_share(outside, truth)})
     return rows
 
 
@@ -453,12 +453,12 @@ def mean_std(values: list[float], fmt: str) -> str:
 
 
 def format_selection(rows: list[dict]) -> str:
-    header = ("| budget | strategy | defective | " + " | ".join(DEFECT_KINDS[:5]) + " | dup picks | tokens |")
-    lines = [header, "|" + "---|" * (len(DEFECT_KINDS[:5]) + 5)]
+    header = ("| budget | strategy | defective | " + " | ".join(RESPONSE_DEFECTS) + " | dup picks | tokens |")
+    lines = [header, "|" + "---|" * (len(RESPONSE_DEFECTS) + 5)]
     for row in rows:
         runs = row["runs"]
         cells = [mean_std([r["defective"] for r in runs], "{:.1%}")]
-        cells += [mean_std([r["by_kind"][k] for r in runs], "{:.1%}") for k in DEFECT_KINDS[:5]]
+        cells += [mean_std([r["by_kind"][k] for r in runs], "{:.1%}") for k in RESPONSE_DEFECTS]
         cells += [mean_std([r["duplicate_picks"] for r in runs], "{:.1f}"), mean_std([r["tokens"] for r in runs], "{:,.0f}")]
         lines.append(f"| {row['ratio']:.0%} | {row['strategy']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -23,11 +23,12 @@ SHOULD_SCORE_ABOVE_CLEAN = ("swapped", "filler")
 
 
 def premise_check(scores: ScoreTable, kinds: Mapping[str, str | None]) -> dict[str, Any]:
-    """Share of clean samples with IFD < 1 and the median IFD per response kind.
+    """Share of clean samples with IFD < 1, and per response kind the median IFD and the share under 1.
 
     Args:
         scores: the base model's scores of the training data.
-        kinds: sample id -> its defect or duplicate kind, ``None`` for a clean, unique record (``truth.jsonl``).
+        kinds: sample id -> its defect or duplicate kind, ``None`` (or ``"clean"``) for a clean, unique record
+            (``truth.jsonl``; ``benchmarks/real_llm.py`` names clean ones ``"clean"``).
     """
     by_kind: dict[str, list[float]] = {}
     for sample_id, ifd in zip(scores.ids, scores.ifd):
@@ -38,6 +39,7 @@ def premise_check(scores: ScoreTable, kinds: Mapping[str, str | None]) -> dict[s
     return {
         "clean_below_1": sum(v < 1 for v in clean) / len(clean) if clean else None,
         "median_ifd": medians,
+        "below_1_by_kind": {kind: sum(v < 1 for v in values) / len(values) for kind, values in sorted(by_kind.items())},
         "counts": {kind: len(values) for kind, values in sorted(by_kind.items())},
         "above_clean": {kind: medians[kind] > medians[CLEAN] for kind in SHOULD_SCORE_ABOVE_CLEAN
                         if kind in medians and CLEAN in medians},
